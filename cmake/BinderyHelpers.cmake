@@ -1,0 +1,36 @@
+# bindery_add_library(name DIRS dir... [PUBLIC_LIBS ...] [PRIVATE_LIBS ...])
+# One static library per layer: every .cpp in DIRS (non-recursive), public headers from
+# include/, the project's src/ for internal headers (core/half.h, ...).
+function(bindery_add_library name)
+  cmake_parse_arguments(ARG "" "" "DIRS;PUBLIC_LIBS;PRIVATE_LIBS" ${ARGN})
+  set(sources)
+  foreach(dir ${ARG_DIRS})
+    file(GLOB dir_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/${dir}/*.cpp)
+    list(APPEND sources ${dir_sources})
+  endforeach()
+  add_library(${name} STATIC ${sources})
+  add_library(bindery::${name} ALIAS ${name})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(${name} PUBLIC ${ARG_PUBLIC_LIBS} PRIVATE ${ARG_PRIVATE_LIBS})
+  bindery_warnings(${name})
+endfunction()
+
+function(bindery_warnings target)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+endfunction()
+
+# bindery_add_test(name SOURCES ... LIBS ... [LABELS gpu|slow|fuzz ...])
+# A GoogleTest binary registered with gtest_discover_tests; labels let CI select or skip.
+function(bindery_add_test name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
+  target_compile_definitions(${name} PRIVATE
+    BINDERY_SOURCE_DIR="${PROJECT_SOURCE_DIR}" BINDERY_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  bindery_warnings(${name})
+  set(labels ${ARG_LABELS})
+  if(NOT labels)
+    set(labels unit)
+  endif()
+  gtest_discover_tests(${name} PROPERTIES LABELS "${labels}" DISCOVERY_TIMEOUT 60)
+endfunction()

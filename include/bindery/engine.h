@@ -1,0 +1,104 @@
+#pragma once
+// Engine and ExecutionContext (TensorRT's ICudaEngine / IExecutionContext).
+//
+// An Engine owns the slots (weights in their final layout) of one plan on one device. Slots
+// never move: a refit rewrites them in place, so every ExecutionContext, created before or
+// after, sees the weights of the latest completed refit. An engine may have many contexts;
+// each context owns its activations and may run concurrently with other contexts. Running a
+// context while a refit of the same engine is applied is the caller's to order (use one
+// Stream, or synchronize).
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "bindery/device.h"
+#include "bindery/plan.h"
+#include "bindery/stream.h"
+#include "bindery/weights.h"
+
+namespace bindery {
+
+class ExecutionContext;
+class Backend;
+
+struct TensorInfo {
+  std::string name;
+  TensorDesc desc;  // dims may hold kDYNAMIC
+};
+
+class Engine {
+ public:
+  /// Takes the plan (its blob becomes the slots' memory on the CPU). Throws kDEVICE when the
+  /// device is unavailable, kCORRUPT_FILE when the plan is inconsistent.
+  static std::unique_ptr<Engine> create(Plan plan, Device device = Device::cpu());
+  static std::unique_ptr<Engine> load(const std::string& plan_path, Device device = Device::cpu());
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  Device device() const;
+  const PlanMetadata& metadata() const;
+  std::vector<TensorInfo> inputs() const;
+  std::vector<TensorInfo> outputs() const;
+  /// The contexts hold a pointer to this engine: destroy them first.
+  std::unique_ptr<ExecutionContext> create_execution_context();
+
+  /// True if the engine has any refittable weights.
+  bool is_refittable() const;
+  /// False while some slots of a stripped plan have never been refit (running throws
+  /// kMISSING_WEIGHTS naming them).
+  bool weights_complete() const;
+  /// Incremented by every completed refit.
+  uint64_t weights_version() const;
+  /// hash64 of slot `i`'s bytes as the engine holds them now (computed on demand).
+  uint64_t slot_checksum(int i) const;
+  /// Host view of slot `i` (CPU engines); read-only to callers.
+  Weights slot_view(int i) const;
+
+  /// The plan of the engine as it is now (after refits), for saving.
+  std::vector<std::byte> serialize(const SerializationOptions& options = {}) const;
+  void save(const std::string& path, const SerializationOptions& options = {}) const;
+
+ private:
+  friend class Refitter;
+  friend class ExecutionContext;
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class ExecutionContext {
+ public:
+  ~ExecutionContext();
+  ExecutionContext(const ExecutionContext&) = delete;
+  ExecutionContext& operator=(const ExecutionContext&) = delete;
+
+  /// Sets the concrete shape of input `name` (required for inputs with dynamic dims).
+  /// Throws kNOT_FOUND / kSHAPE_MISMATCH naming the input and the allowed dims.
+  void set_input_shape(const std::string& name, const Dims& dims);
+  /// Binds input `name` to caller memory (must stay valid until the run completes). The view's
+  /// dtype must match; its shape sets the input shape.
+  void set_input(const std::string& name, const Weights& view);
+  /// Runs synchronously. Throws kMISSING_WEIGHTS if the engine still misses weights,
+  /// kINVALID_ARGUMENT if an input was not bound.
+  void execute();
+  /// Runs on `stream` after the work already enqueued there.
+  void enqueue(Stream& stream);
+  /// Result of the last run: a view into context-owned memory, valid until the next run.
+  Weights output(const std::string& name) const;
+  /// A tensor marked with Network::mark_debug, as of the last run.
+  Weights debug_tensor(const std::string& name) const;
+  std::vector<std::string> debug_tensor_names() const;
+  const Engine& engine() const;
+
+ private:
+  friend class Engine;
+  struct Impl;
+  explicit ExecutionContext(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bindery

@@ -1,0 +1,151 @@
+#pragma once
+// The operator vocabulary shared by Network (what users build), the builder's graph, the plan
+// and every backend: layer types, their parameters, and shape inference.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "bindery/dims.h"
+#include "bindery/dtype.h"
+#include "bindery/tensor_desc.h"
+
+namespace bindery {
+
+enum class LayerType : uint8_t {
+  kCONSTANT,     // outputs a named weight
+  kMATMUL,       // inputs a, b: batched, broadcasting leading dims; optional transposes
+  kELEMENTWISE,  // inputs a, b: numpy broadcasting
+  kUNARY,
+  kSOFTMAX,
+  kREDUCE,
+  kRMSNORM,      // inputs x, weight (last dim)
+  kLAYERNORM,    // inputs x, weight, bias (last dim; bias optional)
+  kGATHER,       // inputs data, indices (int32/int64): embedding lookup along `axis`
+  kRESHAPE,
+  kTRANSPOSE,
+  kCONCAT,
+  kSLICE,
+  kCAST,
+  kCONVOLUTION,  // inputs x [N,C,H,W], kernel [O, C/groups, kh, kw], bias [O] optional
+  kBATCHNORM,    // inputs x [N,C,...], scale, bias, mean, var (each [C])
+  kPOOLING,      // x [N,C,H,W]
+};
+
+enum class ElementwiseOp : uint8_t { kSUM, kSUB, kPROD, kDIV, kMIN, kMAX, kPOW };
+enum class UnaryOp : uint8_t {
+  kRELU, kGELU_ERF, kGELU_TANH, kSILU, kSIGMOID, kTANH, kEXP, kSQRT, kRSQRT, kNEG, kABS
+};
+enum class ReduceOp : uint8_t { kSUM, kAVG, kMAX };
+enum class PoolingType : uint8_t { kMAX, kAVERAGE };
+
+struct ConstantParams {
+  std::string weights_name;  // unique per network; the refitter's name for it
+};
+struct MatMulParams {
+  bool transpose_a = false;
+  bool transpose_b = false;
+};
+struct ElementwiseParams {
+  ElementwiseOp op = ElementwiseOp::kSUM;
+};
+struct UnaryParams {
+  UnaryOp op = UnaryOp::kRELU;
+};
+struct SoftmaxParams {
+  int axis = -1;
+};
+struct ReduceParams {
+  ReduceOp op = ReduceOp::kSUM;
+  std::vector<int> axes;  // negative counts from the end
+  bool keep_dims = false;
+};
+struct NormParams {  // kRMSNORM and kLAYERNORM: normalise over the last dimension
+  float epsilon = 1e-5f;
+};
+struct GatherParams {
+  int axis = 0;
+};
+struct ReshapeParams {
+  Dims shape;  // 0 copies the input's dim at that index, one -1 is inferred
+};
+struct TransposeParams {
+  std::vector<int> perm;
+};
+struct ConcatParams {
+  int axis = 0;
+};
+struct SliceParams {  // one entry per input dim
+  Dims start;
+  Dims size;    // kDYNAMIC (-1): to the end of the dim, ceil((dim - start) / stride)
+  Dims stride;  // empty means all 1
+};
+struct CastParams {
+  DataType to = DataType::kFLOAT;
+};
+/// One step applied to a convolution's output inside the convolution (a fused activation).
+/// An elementwise step's constant is baked: a scalar (one value) or one value per channel.
+struct EpilogueStep {
+  bool is_unary = true;
+  UnaryOp unary = UnaryOp::kRELU;
+  ElementwiseOp binary = ElementwiseOp::kMAX;  // out = binary(out, constant)
+  std::vector<float> constant;
+};
+struct ConvParams {
+  Dims stride = {1, 1};
+  Dims padding = {0, 0};  // symmetric, per spatial dim
+  Dims dilation = {1, 1};
+  int64_t groups = 1;
+  std::vector<EpilogueStep> epilogue;  // filled by the builder's fusion pass
+};
+struct BatchNormParams {
+  float epsilon = 1e-5f;
+};
+struct PoolingParams {
+  PoolingType type = PoolingType::kMAX;
+  Dims window = {2, 2};
+  Dims stride = {2, 2};
+  Dims padding = {0, 0};
+  bool count_include_pad = false;  // average pooling divisor
+};
+
+using LayerParams =
+    std::variant<ConstantParams, MatMulParams, ElementwiseParams, UnaryParams, SoftmaxParams,
+                 ReduceParams, NormParams, GatherParams, ReshapeParams, TransposeParams,
+                 ConcatParams, SliceParams, CastParams, ConvParams, BatchNormParams, PoolingParams>;
+
+/// The params alternative a layer type carries (kRMSNORM/kLAYERNORM share NormParams).
+LayerParams default_params(LayerType type);
+/// True if `params` holds the alternative `type` expects.
+bool params_match(LayerType type, const LayerParams& params);
+
+std::string_view layer_type_name(LayerType t);        // "matmul", "conv2d", ...
+std::string_view elementwise_op_name(ElementwiseOp o);  // "add", "sub", "mul", "div", "min", "max", "pow"
+std::string_view unary_op_name(UnaryOp o);            // "relu", "gelu_erf", "gelu_tanh", ...
+std::string_view reduce_op_name(ReduceOp o);          // "sum", "mean", "max"
+std::string_view pooling_type_name(PoolingType t);    // "max", "avg"
+
+
+/// Number of inputs a layer type accepts: [min, max].
+std::pair<int, int> input_arity(LayerType t);
+
+/// An absent optional input (layernorm bias = input 2, convolution bias = input 2; a
+/// GraphNode input index of -1, a null Tensor*) is passed to infer_outputs as kABSENT_DESC:
+/// dims {-2}, which no real tensor has (a default TensorDesc{} is a real f32 scalar).
+/// Trailing optional inputs may also simply be left out of the span.
+inline const TensorDesc kABSENT_DESC{DataType::kFLOAT, Dims{-2}};
+inline bool is_absent(const TensorDesc& d) { return d.dims.size() == 1 && d.dims[0] == -2; }
+
+/// Output descriptions for a layer with these inputs. Dynamic dims propagate (a dim that
+/// depends on a dynamic input dim is kDYNAMIC). Output dtype: kFLOAT for every float-computing
+/// op whatever float dtype its inputs have (weights may be stored f16/bf16); kCAST gives `to`;
+/// kGATHER/kRESHAPE/kTRANSPOSE/kCONCAT/kSLICE keep the data dtype (a reduced-precision
+/// weight gathered is widened to kFLOAT). Throws Error(kINVALID_NETWORK) saying what is wrong
+/// (ranks, dims, dtypes, params); the caller adds the layer's name.
+std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
+                                      std::span<const TensorDesc> inputs);
+
+}  // namespace bindery

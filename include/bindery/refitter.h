@@ -1,0 +1,60 @@
+#pragma once
+// Refitter (TensorRT's IRefitter): replaces an engine's weights without rebuilding it.
+//
+// Set new source weights by name, then refit(). Every recipe whose sources changed is replayed
+// into staging memory; only when all of them succeeded are the slots overwritten, so a failed
+// refit leaves the engine bit-for-bit as it was. Views passed to set_named_weights are
+// borrowed until refit()/refit_async() has consumed them (refit_async: until the stream ran it).
+// Not thread-safe; one refitter per engine at a time.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bindery/engine.h"
+#include "bindery/weights.h"
+
+namespace bindery {
+
+class Refitter {
+ public:
+  explicit Refitter(Engine& engine);
+  ~Refitter();
+  Refitter(const Refitter&) = delete;
+  Refitter& operator=(const Refitter&) = delete;
+
+  /// Sets new values for source weight `name` (host or device view). Validated at once:
+  /// kNOT_FOUND (no such weight), kNOT_REFITTABLE, kDTYPE_MISMATCH, kSHAPE_MISMATCH,
+  /// kCOUNT_MISMATCH (elements differ from the prototype's), kIDENTICAL_MISMATCH
+  /// (kREFIT_IDENTICAL and the data differ). Nothing is changed on error.
+  void set_named_weights(const std::string& name, const Weights& weights);
+  /// Forgets weights set for `name`. False if none were set.
+  bool unset_named_weights(const std::string& name);
+  /// Source names that must still be set before refit() can succeed: every source of every
+  /// slot that is touched by a set weight and cannot be updated partially, plus every source
+  /// of slots that hold no data yet (stripped plans).
+  std::vector<std::string> missing_weights() const;
+  /// All refittable source names.
+  std::vector<std::string> all_weights() const;
+  /// dtype and shape set_named_weights expects for `name` (kNOT_FOUND otherwise).
+  TensorDesc weights_prototype(const std::string& name) const;
+  /// Reads source `name` back from what the engine holds (inverting its recipe). Throws
+  /// kNOT_INVERTIBLE saying which step cannot be undone, kMISSING_WEIGHTS for empty slots.
+  HostTensor get_named_weights(const std::string& name) const;
+
+  /// Applies the weights set so far, all or nothing. Throws kMISSING_WEIGHTS listing the
+  /// names (see missing_weights) or the first validation error; then nothing changed.
+  /// On success the set weights are cleared and the engine's weights_version() increments.
+  void refit();
+  /// Validates and prepares now (throwing as refit() does), applies on `stream` after the
+  /// work enqueued before. The set views must live until the stream has run the refit.
+  void refit_async(Stream& stream);
+  /// Slots rewritten by the last refit.
+  int last_refit_slots() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bindery

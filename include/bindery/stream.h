@@ -1,0 +1,26 @@
+#pragma once
+// Stream: an ordered queue of work on a device (a CUDA stream on GPUs; on the CPU a worker
+// thread running tasks in submission order). ExecutionContext::enqueue and
+// Refitter::refit_async put work on a stream; work runs in the order it was enqueued.
+
+#include <functional>
+#include <memory>
+
+#include "bindery/device.h"
+
+namespace bindery {
+
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  /// Creates a stream on `device`. Throws kDEVICE if the device is not available.
+  static std::unique_ptr<Stream> create(Device device = Device::cpu());
+  virtual Device device() const = 0;
+  /// Blocks until all enqueued work finished; rethrows the first error a task raised since
+  /// the last synchronize (the stream then continues with later tasks).
+  virtual void synchronize() = 0;
+  /// CPU streams: runs `task` after everything enqueued before it.
+  virtual void enqueue_host(std::function<void()> task) = 0;
+};
+
+}  // namespace bindery

@@ -1,0 +1,651 @@
+// Operator vocabulary: names, parameter alternatives, arity and shape inference.
+//
+// Shape inference is the one place that decides what a layer accepts, so backends can trust
+// the shapes they are handed (the CPU kernels re-run it on concrete dims before they touch
+// memory). Dynamic dims (kDYNAMIC) propagate: an output dim is known only when every input
+// dim it depends on is known, or when a broadcast/equality rule pins it to a known value.
+//
+// Choices the header leaves open, made here:
+//  - Float-computing layers (matmul, elementwise, unary, softmax, reduce, norms, conv,
+//    batchnorm, pooling) take f32/f16/bf16 inputs only; integer tensors go through kCAST.
+//  - kINT4 (packed) tensors are rejected by every layer: no kernel reads them yet.
+//  - kREDUCE needs at least one axis; duplicated axes are an error.
+//  - kSLICE: start >= 0, stride >= 1 (positive only), size >= 0 or kDYNAMIC ("to the end").
+//  - kGATHER indices are taken as non-negative (no wrap-around of negative indices).
+
+#include "bindery/ops.h"
+
+#include <algorithm>
+#include <climits>
+#include <iterator>
+#include <variant>
+
+#include "bindery/error.h"
+
+namespace bindery {
+
+// ---- names -----------------------------------------------------------------------------------
+
+std::string_view layer_type_name(LayerType t) {
+  switch (t) {
+    case LayerType::kCONSTANT: return "constant";
+    case LayerType::kMATMUL: return "matmul";
+    case LayerType::kELEMENTWISE: return "elementwise";
+    case LayerType::kUNARY: return "unary";
+    case LayerType::kSOFTMAX: return "softmax";
+    case LayerType::kREDUCE: return "reduce";
+    case LayerType::kRMSNORM: return "rmsnorm";
+    case LayerType::kLAYERNORM: return "layernorm";
+    case LayerType::kGATHER: return "gather";
+    case LayerType::kRESHAPE: return "reshape";
+    case LayerType::kTRANSPOSE: return "transpose";
+    case LayerType::kCONCAT: return "concat";
+    case LayerType::kSLICE: return "slice";
+    case LayerType::kCAST: return "cast";
+    case LayerType::kCONVOLUTION: return "conv2d";
+    case LayerType::kBATCHNORM: return "batchnorm";
+    case LayerType::kPOOLING: return "pooling";
+  }
+  return "unknown";
+}
+
+std::string_view elementwise_op_name(ElementwiseOp o) {
+  switch (o) {
+    case ElementwiseOp::kSUM: return "add";
+    case ElementwiseOp::kSUB: return "sub";
+    case ElementwiseOp::kPROD: return "mul";
+    case ElementwiseOp::kDIV: return "div";
+    case ElementwiseOp::kMIN: return "min";
+    case ElementwiseOp::kMAX: return "max";
+    case ElementwiseOp::kPOW: return "pow";
+  }
+  return "unknown";
+}
+
+std::string_view unary_op_name(UnaryOp o) {
+  switch (o) {
+    case UnaryOp::kRELU: return "relu";
+    case UnaryOp::kGELU_ERF: return "gelu_erf";
+    case UnaryOp::kGELU_TANH: return "gelu_tanh";
+    case UnaryOp::kSILU: return "silu";
+    case UnaryOp::kSIGMOID: return "sigmoid";
+    case UnaryOp::kTANH: return "tanh";
+    case UnaryOp::kEXP: return "exp";
+    case UnaryOp::kSQRT: return "sqrt";
+    case UnaryOp::kRSQRT: return "rsqrt";
+    case UnaryOp::kNEG: return "neg";
+    case UnaryOp::kABS: return "abs";
+  }
+  return "unknown";
+}
+
+std::string_view reduce_op_name(ReduceOp o) {
+  switch (o) {
+    case ReduceOp::kSUM: return "sum";
+    case ReduceOp::kAVG: return "mean";
+    case ReduceOp::kMAX: return "max";
+  }
+  return "unknown";
+}
+
+std::string_view pooling_type_name(PoolingType t) {
+  switch (t) {
+    case PoolingType::kMAX: return "max";
+    case PoolingType::kAVERAGE: return "avg";
+  }
+  return "unknown";
+}
+
+// ---- params and arity ------------------------------------------------------------------------
+
+LayerParams default_params(LayerType type) {
+  switch (type) {
+    case LayerType::kCONSTANT: return ConstantParams{};
+    case LayerType::kMATMUL: return MatMulParams{};
+    case LayerType::kELEMENTWISE: return ElementwiseParams{};
+    case LayerType::kUNARY: return UnaryParams{};
+    case LayerType::kSOFTMAX: return SoftmaxParams{};
+    case LayerType::kREDUCE: return ReduceParams{};
+    case LayerType::kRMSNORM: return NormParams{};
+    case LayerType::kLAYERNORM: return NormParams{};
+    case LayerType::kGATHER: return GatherParams{};
+    case LayerType::kRESHAPE: return ReshapeParams{};
+    case LayerType::kTRANSPOSE: return TransposeParams{};
+    case LayerType::kCONCAT: return ConcatParams{};
+    case LayerType::kSLICE: return SliceParams{};
+    case LayerType::kCAST: return CastParams{};
+    case LayerType::kCONVOLUTION: return ConvParams{};
+    case LayerType::kBATCHNORM: return BatchNormParams{};
+    case LayerType::kPOOLING: return PoolingParams{};
+  }
+  throw Error(ErrorCode::kINVALID_ARGUMENT,
+              "unknown layer type " + std::to_string(static_cast<int>(type)));
+}
+
+bool params_match(LayerType type, const LayerParams& params) {
+  return params.index() == default_params(type).index();
+}
+
+std::pair<int, int> input_arity(LayerType t) {
+  switch (t) {
+    case LayerType::kCONSTANT: return {0, 0};
+    case LayerType::kMATMUL:
+    case LayerType::kELEMENTWISE:
+    case LayerType::kRMSNORM:
+    case LayerType::kGATHER: return {2, 2};
+    case LayerType::kLAYERNORM:
+    case LayerType::kCONVOLUTION: return {2, 3};
+    case LayerType::kCONCAT: return {1, INT_MAX};
+    case LayerType::kBATCHNORM: return {5, 5};
+    case LayerType::kUNARY:
+    case LayerType::kSOFTMAX:
+    case LayerType::kREDUCE:
+    case LayerType::kRESHAPE:
+    case LayerType::kTRANSPOSE:
+    case LayerType::kSLICE:
+    case LayerType::kCAST:
+    case LayerType::kPOOLING: return {1, 1};
+  }
+  return {0, 0};
+}
+
+// ---- shape inference -------------------------------------------------------------------------
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw Error(ErrorCode::kINVALID_NETWORK, msg); }
+void expect(bool cond, const std::string& msg) {
+  if (!cond) fail(msg);
+}
+
+bool known(int64_t d) { return d >= 0; }
+std::string str(const Dims& d) { return to_string(d); }
+std::string dt(DataType t) { return std::string(dtype_name(t)); }
+
+constexpr const char* kParamsNames[] = {
+    "ConstantParams", "MatMulParams",    "ElementwiseParams", "UnaryParams",
+    "SoftmaxParams",  "ReduceParams",    "NormParams",        "GatherParams",
+    "ReshapeParams",  "TransposeParams", "ConcatParams",      "SliceParams",
+    "CastParams",     "ConvParams",      "BatchNormParams",   "PoolingParams"};
+static_assert(std::size(kParamsNames) == std::variant_size_v<LayerParams>);
+
+template <class P>
+const P& params_as(LayerType type, const LayerParams& params) {
+  const P* p = std::get_if<P>(&params);
+  if (!p) {
+    const LayerParams want = default_params(type);
+    fail(std::string(layer_type_name(type)) + " expects " + kParamsNames[want.index()] +
+         ", got " + kParamsNames[params.index()]);
+  }
+  return *p;
+}
+
+/// Axis in [-rank, rank) to [0, rank).
+int normalize_axis(int64_t axis, size_t rank, const std::string& what) {
+  const int64_t r = static_cast<int64_t>(rank);
+  expect(axis >= -r && axis < r, what + " axis " + std::to_string(axis) +
+                                     " is out of range for rank " + std::to_string(r) +
+                                     " (expected [" + std::to_string(-r) + ", " +
+                                     std::to_string(r) + "))");
+  return static_cast<int>(axis < 0 ? axis + r : axis);
+}
+
+void expect_float(const TensorDesc& d, const std::string& what) {
+  expect(is_floating(d.dtype), what + " must be f32, f16 or bf16, got " + dt(d.dtype));
+}
+
+void expect_rank(const TensorDesc& d, size_t rank, const std::string& what) {
+  expect(d.dims.size() == rank, what + " must have rank " + std::to_string(rank) + ", got " +
+                                    str(d.dims) + " (rank " + std::to_string(d.dims.size()) +
+                                    ")");
+}
+
+void expect_min_rank(const TensorDesc& d, size_t rank, const std::string& what) {
+  expect(d.dims.size() >= rank, what + " must have rank >= " + std::to_string(rank) + ", got " +
+                                    str(d.dims) + " (rank " + std::to_string(d.dims.size()) +
+                                    ")");
+}
+
+/// Two dims that must be equal; returns the known one (or kDYNAMIC).
+int64_t merge_equal(int64_t a, int64_t b, const std::string& what) {
+  if (known(a) && known(b)) {
+    expect(a == b, what + ": " + std::to_string(a) + " vs " + std::to_string(b));
+    return a;
+  }
+  return known(a) ? a : b;
+}
+
+/// numpy broadcast of one dim pair; false if incompatible.
+bool broadcast_dim(int64_t a, int64_t b, int64_t& out) {
+  if (a == b) {
+    out = a;
+  } else if (a == 1) {
+    out = b;
+  } else if (b == 1) {
+    out = a;
+  } else if (!known(a)) {  // must be 1 or b at run time: the result is b either way
+    out = b;
+  } else if (!known(b)) {
+    out = a;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+Dims broadcast(const Dims& a, const Dims& b, const std::string& what) {
+  const size_t rank = std::max(a.size(), b.size());
+  Dims out(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+    const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+    if (!broadcast_dim(da, db, out[i]))
+      fail(what + " do not broadcast: " + str(a) + " and " + str(b) + " (aligned dim " +
+           std::to_string(i) + ": " + std::to_string(da) + " vs " + std::to_string(db) + ")");
+  }
+  return out;
+}
+
+/// A 1-D per-channel parameter of length `channels` (kDYNAMIC: any).
+void expect_vector(const TensorDesc& d, int64_t channels, const std::string& what,
+                   const std::string& of) {
+  expect_float(d, what);
+  expect(d.dims.size() == 1, what + " must be 1-D [" + std::to_string(channels) + "], got " +
+                                 str(d.dims));
+  merge_equal(d.dims[0], channels, what + " length must equal " + of);
+}
+
+/// Spatial parameter vector with exactly 2 entries, each >= `min`.
+void expect_pair(const Dims& v, int64_t min, const std::string& what) {
+  expect(v.size() == 2, what + " must have 2 entries, got " + std::to_string(v.size()) + " " +
+                            str(v));
+  expect(v[0] >= min && v[1] >= min,
+         what + " entries must be >= " + std::to_string(min) + ", got " + str(v));
+}
+
+TensorDesc infer_matmul(const MatMulParams& p, const TensorDesc& a, const TensorDesc& b) {
+  expect_float(a, "matmul input a");
+  expect_float(b, "matmul input b");
+  expect_min_rank(a, 2, "matmul input a");
+  expect_min_rank(b, 2, "matmul input b");
+  const size_t ra = a.dims.size(), rb = b.dims.size();
+  const int64_t m = p.transpose_a ? a.dims[ra - 1] : a.dims[ra - 2];
+  const int64_t ka = p.transpose_a ? a.dims[ra - 2] : a.dims[ra - 1];
+  const int64_t kb = p.transpose_b ? b.dims[rb - 1] : b.dims[rb - 2];
+  const int64_t n = p.transpose_b ? b.dims[rb - 2] : b.dims[rb - 1];
+  if (known(ka) && known(kb) && ka != kb)
+    fail("matmul inner dims differ: a is " + str(a.dims) + (p.transpose_a ? " (transposed)" : "") +
+         " (K=" + std::to_string(ka) + "), b is " + str(b.dims) +
+         (p.transpose_b ? " (transposed)" : "") + " (K=" + std::to_string(kb) + ")");
+  const Dims batch_a(a.dims.begin(), a.dims.end() - 2);
+  const Dims batch_b(b.dims.begin(), b.dims.end() - 2);
+  Dims out = broadcast(batch_a, batch_b, "matmul batch dims of a " + str(a.dims) + " and b " +
+                                             str(b.dims));
+  out.push_back(m);
+  out.push_back(n);
+  return {DataType::kFLOAT, out};
+}
+
+TensorDesc infer_reduce(const ReduceParams& p, const TensorDesc& x) {
+  expect_float(x, "reduce input");
+  expect(!p.axes.empty(), "reduce needs at least one axis, got none");
+  std::vector<bool> reduced(x.dims.size(), false);
+  for (int axis : p.axes) {
+    const int a = normalize_axis(axis, x.dims.size(), "reduce");
+    expect(!reduced[a], "reduce axis " + std::to_string(a) + " is listed twice");
+    reduced[a] = true;
+  }
+  Dims out;
+  for (size_t i = 0; i < x.dims.size(); ++i) {
+    if (!reduced[i])
+      out.push_back(x.dims[i]);
+    else if (p.keep_dims)
+      out.push_back(1);
+  }
+  return {DataType::kFLOAT, out};
+}
+
+TensorDesc infer_norm(LayerType type, const TensorDesc& x, const TensorDesc* weight,
+                      const TensorDesc* bias) {
+  const std::string name(layer_type_name(type));
+  expect_float(x, name + " input");
+  expect_min_rank(x, 1, name + " input");
+  const int64_t last = x.dims.back();
+  const std::string of = "the input's last dim (input is " + str(x.dims) + ")";
+  expect_vector(*weight, last, name + " weight", of);
+  if (bias) expect_vector(*bias, last, name + " bias", of);
+  return {DataType::kFLOAT, x.dims};
+}
+
+TensorDesc infer_gather(const GatherParams& p, const TensorDesc& data, const TensorDesc& idx) {
+  expect_min_rank(data, 1, "gather data");
+  expect(idx.dtype == DataType::kINT32 || idx.dtype == DataType::kINT64,
+         "gather indices must be i32 or i64, got " + dt(idx.dtype));
+  const int axis = normalize_axis(p.axis, data.dims.size(), "gather");
+  Dims out(data.dims.begin(), data.dims.begin() + axis);
+  out.insert(out.end(), idx.dims.begin(), idx.dims.end());
+  out.insert(out.end(), data.dims.begin() + axis + 1, data.dims.end());
+  const DataType t = is_floating(data.dtype) ? DataType::kFLOAT : data.dtype;
+  return {t, out};
+}
+
+TensorDesc infer_reshape(const ReshapeParams& p, const TensorDesc& x) {
+  const Dims& in = x.dims;
+  const Dims& shape = p.shape;
+  Dims out(shape.size());
+  int infer_at = -1;
+  // A dynamic input dim copied by a 0 at the same index cancels out of the element count.
+  std::vector<bool> cancelled(in.size(), false);
+  for (size_t i = 0; i < shape.size(); ++i) {
+    const int64_t s = shape[i];
+    if (s == 0) {
+      expect(i < in.size(), "reshape shape " + str(shape) + " copies dim " + std::to_string(i) +
+                                " (0) but the input " + str(in) + " has rank " +
+                                std::to_string(in.size()));
+      out[i] = in[i];
+      if (!known(in[i])) cancelled[i] = true;
+    } else if (s == -1) {
+      expect(infer_at < 0, "reshape shape " + str(shape) + " has more than one -1");
+      infer_at = static_cast<int>(i);
+    } else {
+      expect(s > 0, "reshape shape " + str(shape) + " has invalid dim " + std::to_string(s) +
+                        " (expected > 0, 0 to copy, or -1 to infer)");
+      out[i] = s;
+    }
+  }
+  bool in_known = true;
+  int64_t in_count = 1;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (cancelled[i]) continue;
+    if (!known(in[i]))
+      in_known = false;
+    else
+      in_count *= in[i];
+  }
+  int64_t out_count = 1;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (static_cast<int>(i) == infer_at) continue;
+    if (shape[i] == 0 && i < in.size() && cancelled[i]) continue;
+    out_count *= out[i];
+  }
+  if (infer_at >= 0) {
+    if (!in_known) {
+      out[infer_at] = kDYNAMIC;
+    } else {
+      expect(out_count != 0 && in_count % out_count == 0,
+             "reshape cannot infer -1: input " + str(in) + " has " + std::to_string(in_count) +
+                 " elements, not a multiple of " + std::to_string(out_count) + " (shape " +
+                 str(shape) + ")");
+      out[infer_at] = in_count / out_count;
+    }
+  } else if (in_known) {
+    expect(in_count == out_count, "reshape changes the element count: input " + str(in) +
+                                      " has " + std::to_string(in_count) + ", shape " +
+                                      str(shape) + " has " + std::to_string(out_count));
+  }
+  return {x.dtype, out};
+}
+
+TensorDesc infer_transpose(const TransposeParams& p, const TensorDesc& x) {
+  const size_t rank = x.dims.size();
+  expect(p.perm.size() == rank, "transpose perm has " + std::to_string(p.perm.size()) +
+                                    " entries, the input " + str(x.dims) + " has rank " +
+                                    std::to_string(rank));
+  std::vector<bool> seen(rank, false);
+  Dims out(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    const int a = p.perm[i];
+    expect(a >= 0 && static_cast<size_t>(a) < rank && !seen[a],
+           "transpose perm is not a permutation of [0, " + std::to_string(rank) +
+               "): entry " + std::to_string(i) + " is " + std::to_string(a));
+    seen[a] = true;
+    out[i] = x.dims[a];
+  }
+  return {x.dtype, out};
+}
+
+TensorDesc infer_concat(const ConcatParams& p, std::span<const TensorDesc> in) {
+  const TensorDesc& first = in[0];
+  expect_min_rank(first, 1, "concat input 0");
+  const int axis = normalize_axis(p.axis, first.dims.size(), "concat");
+  Dims out = first.dims;
+  for (size_t i = 1; i < in.size(); ++i) {
+    const TensorDesc& t = in[i];
+    const std::string what = "concat input " + std::to_string(i);
+    expect(t.dtype == first.dtype,
+           what + " has dtype " + dt(t.dtype) + ", input 0 has " + dt(first.dtype));
+    expect(t.dims.size() == first.dims.size(), what + " " + str(t.dims) +
+                                                   " has a different rank than input 0 " +
+                                                   str(first.dims));
+    for (size_t d = 0; d < out.size(); ++d) {
+      if (static_cast<int>(d) == axis) {
+        out[d] = known(out[d]) && known(t.dims[d]) ? out[d] + t.dims[d] : kDYNAMIC;
+      } else {
+        merge_equal(out[d], t.dims[d],
+                    what + " " + str(t.dims) + " differs from input 0 " + str(first.dims) +
+                        " in dim " + std::to_string(d) + " (only axis " + std::to_string(axis) +
+                        " may differ)");
+        if (!known(out[d])) out[d] = t.dims[d];
+      }
+    }
+  }
+  return {first.dtype, out};
+}
+
+TensorDesc infer_slice(const SliceParams& p, const TensorDesc& x) {
+  const size_t rank = x.dims.size();
+  const auto count_ok = [&](const Dims& v) { return v.size() == rank; };
+  expect(count_ok(p.start) && count_ok(p.size) && (p.stride.empty() || count_ok(p.stride)),
+         "slice start " + str(p.start) + ", size " + str(p.size) + ", stride " +
+             str(p.stride) + " must each have one entry per input dim (input " + str(x.dims) +
+             ", rank " + std::to_string(rank) + "; stride may be empty)");
+  Dims out(rank);
+  for (size_t d = 0; d < rank; ++d) {
+    const int64_t start = p.start[d], size = p.size[d];
+    const int64_t stride = p.stride.empty() ? 1 : p.stride[d];
+    const int64_t dim = x.dims[d];
+    const std::string at = " in dim " + std::to_string(d) + " (input " + str(x.dims) + ")";
+    expect(stride >= 1, "slice stride must be >= 1, got " + std::to_string(stride) + at);
+    expect(start >= 0, "slice start must be >= 0, got " + std::to_string(start) + at);
+    expect(size >= 0 || size == kDYNAMIC,
+           "slice size must be >= 0 or -1 (to the end), got " + std::to_string(size) + at);
+    if (size == kDYNAMIC) {
+      if (known(dim)) {
+        expect(start <= dim, "slice start " + std::to_string(start) + " is past the end" + at);
+        out[d] = (dim - start + stride - 1) / stride;
+      } else {
+        out[d] = kDYNAMIC;
+      }
+      continue;
+    }
+    out[d] = size;
+    if (known(dim) && size > 0) {
+      const int64_t last = start + (size - 1) * stride;
+      expect(last < dim, "slice reads index " + std::to_string(last) + " (start " +
+                             std::to_string(start) + ", size " + std::to_string(size) +
+                             ", stride " + std::to_string(stride) + ") past the end " +
+                             std::to_string(dim) + at);
+    } else if (known(dim)) {
+      expect(start <= dim, "slice start " + std::to_string(start) + " is past the end" + at);
+    }
+  }
+  return {x.dtype, out};
+}
+
+TensorDesc infer_conv(const ConvParams& p, const TensorDesc& x, const TensorDesc& w,
+                      const TensorDesc* bias) {
+  expect_float(x, "conv2d input");
+  expect_float(w, "conv2d kernel");
+  expect_rank(x, 4, "conv2d input (NCHW)");
+  expect_rank(w, 4, "conv2d kernel [O, C/groups, kh, kw]");
+  expect(!is_dynamic(w.dims), "conv2d kernel must have static dims, got " + str(w.dims));
+  expect_pair(p.stride, 1, "conv2d stride");
+  expect_pair(p.padding, 0, "conv2d padding");
+  expect_pair(p.dilation, 1, "conv2d dilation");
+  const int64_t g = p.groups;
+  expect(g >= 1, "conv2d groups must be >= 1, got " + std::to_string(g));
+  const int64_t o = w.dims[0];
+  expect(o % g == 0, "conv2d output channels " + std::to_string(o) + " (kernel " + str(w.dims) +
+                         ") are not divisible by groups " + std::to_string(g));
+  const int64_t c = x.dims[1];
+  if (known(c)) {
+    expect(c % g == 0, "conv2d input channels " + std::to_string(c) + " (input " + str(x.dims) +
+                           ") are not divisible by groups " + std::to_string(g));
+    expect(c / g == w.dims[1], "conv2d kernel " + str(w.dims) + " expects " +
+                                   std::to_string(w.dims[1]) + " channels per group, input " +
+                                   str(x.dims) + " has " + std::to_string(c) + " / groups " +
+                                   std::to_string(g) + " = " + std::to_string(c / g));
+  }
+  if (bias) expect_vector(*bias, o, "conv2d bias", "the output channels " + std::to_string(o));
+  for (size_t i = 0; i < p.epilogue.size(); ++i) {
+    const EpilogueStep& s = p.epilogue[i];
+    if (s.is_unary) continue;
+    const int64_t n = static_cast<int64_t>(s.constant.size());
+    expect(n == 1 || n == o, "conv2d epilogue step " + std::to_string(i) + " (" +
+                                 std::string(elementwise_op_name(s.binary)) + ") has " +
+                                 std::to_string(n) + " constants, expected 1 or " +
+                                 std::to_string(o) + " (one per output channel)");
+  }
+  Dims out = {x.dims[0], o, kDYNAMIC, kDYNAMIC};
+  for (int i = 0; i < 2; ++i) {
+    const int64_t in = x.dims[2 + i];
+    if (!known(in)) continue;
+    const int64_t k = w.dims[2 + i];
+    const int64_t extent = p.dilation[i] * (k - 1) + 1;
+    const int64_t padded = in + 2 * p.padding[i];
+    expect(padded >= extent, "conv2d kernel extent " + std::to_string(extent) + " (kernel " +
+                                 str(w.dims) + ", dilation " + str(p.dilation) +
+                                 ") is larger than the padded input " + std::to_string(padded) +
+                                 " (input " + str(x.dims) + ", padding " + str(p.padding) + ")");
+    out[2 + i] = (padded - extent) / p.stride[i] + 1;
+  }
+  return {DataType::kFLOAT, out};
+}
+
+TensorDesc infer_batchnorm(std::span<const TensorDesc> in) {
+  const TensorDesc& x = in[0];
+  expect_float(x, "batchnorm input");
+  expect_min_rank(x, 2, "batchnorm input");
+  static const char* names[] = {"scale", "bias", "mean", "var"};
+  const std::string of = "the channel dim 1 of input " + str(x.dims);
+  for (int i = 0; i < 4; ++i)
+    expect_vector(in[1 + i], x.dims[1], std::string("batchnorm ") + names[i], of);
+  return {DataType::kFLOAT, x.dims};
+}
+
+TensorDesc infer_pooling(const PoolingParams& p, const TensorDesc& x) {
+  expect_float(x, "pooling input");
+  expect_rank(x, 4, "pooling input (NCHW)");
+  expect_pair(p.window, 1, "pooling window");
+  expect_pair(p.stride, 1, "pooling stride");
+  expect_pair(p.padding, 0, "pooling padding");
+  Dims out = x.dims;
+  for (int i = 0; i < 2; ++i) {
+    expect(p.padding[i] < p.window[i], "pooling padding " + str(p.padding) +
+                                           " must be smaller than the window " + str(p.window));
+    const int64_t in = x.dims[2 + i];
+    if (!known(in)) continue;
+    const int64_t padded = in + 2 * p.padding[i];
+    expect(padded >= p.window[i], "pooling window " + str(p.window) +
+                                      " is larger than the padded input (input " + str(x.dims) +
+                                      ", padding " + str(p.padding) + ")");
+    out[2 + i] = (padded - p.window[i]) / p.stride[i] + 1;
+  }
+  return {DataType::kFLOAT, out};
+}
+
+bool is_optional_input(LayerType type, size_t i) {
+  return i == 2 && (type == LayerType::kLAYERNORM || type == LayerType::kCONVOLUTION);
+}
+
+}  // namespace
+
+std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
+                                      std::span<const TensorDesc> inputs) {
+  if (type == LayerType::kCONSTANT) return {};
+  const std::string name(layer_type_name(type));
+  const auto [lo, hi] = input_arity(type);
+  const int n = static_cast<int>(inputs.size());
+  expect(n >= lo && n <= hi, name + " takes " +
+                                 (lo == hi ? std::to_string(lo)
+                                  : hi == INT_MAX
+                                      ? "at least " + std::to_string(lo)
+                                      : std::to_string(lo) + " to " + std::to_string(hi)) +
+                                 " inputs, got " + std::to_string(n));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorDesc& d = inputs[i];
+    const std::string what = name + " input " + std::to_string(i);
+    if (is_absent(d)) {
+      expect(is_optional_input(type, i), what + " is required but absent");
+      continue;
+    }
+    for (int64_t x : d.dims)
+      expect(x >= kDYNAMIC, what + " has invalid dims " + str(d.dims) +
+                                " (expected >= 0, or -1 for dynamic)");
+    expect(d.dtype != DataType::kINT4, what + " is int4 (packed); no layer reads int4 tensors");
+  }
+  const auto optional = [&](size_t i) -> const TensorDesc* {
+    return i < inputs.size() && !is_absent(inputs[i]) ? &inputs[i] : nullptr;
+  };
+
+  switch (type) {
+    case LayerType::kCONSTANT: return {};
+    case LayerType::kMATMUL:
+      return {infer_matmul(params_as<MatMulParams>(type, params), inputs[0], inputs[1])};
+    case LayerType::kELEMENTWISE: {
+      const auto& p = params_as<ElementwiseParams>(type, params);
+      expect_float(inputs[0], "elementwise input a");
+      expect_float(inputs[1], "elementwise input b");
+      return {{DataType::kFLOAT,
+               broadcast(inputs[0].dims, inputs[1].dims,
+                         std::string("elementwise ") + std::string(elementwise_op_name(p.op)) +
+                             " inputs")}};
+    }
+    case LayerType::kUNARY:
+      params_as<UnaryParams>(type, params);
+      expect_float(inputs[0], "unary input");
+      return {{DataType::kFLOAT, inputs[0].dims}};
+    case LayerType::kSOFTMAX: {
+      const auto& p = params_as<SoftmaxParams>(type, params);
+      expect_float(inputs[0], "softmax input");
+      expect_min_rank(inputs[0], 1, "softmax input");
+      normalize_axis(p.axis, inputs[0].dims.size(), "softmax");
+      return {{DataType::kFLOAT, inputs[0].dims}};
+    }
+    case LayerType::kREDUCE:
+      return {infer_reduce(params_as<ReduceParams>(type, params), inputs[0])};
+    case LayerType::kRMSNORM:
+      params_as<NormParams>(type, params);
+      return {infer_norm(type, inputs[0], &inputs[1], nullptr)};
+    case LayerType::kLAYERNORM:
+      params_as<NormParams>(type, params);
+      return {infer_norm(type, inputs[0], &inputs[1], optional(2))};
+    case LayerType::kGATHER:
+      return {infer_gather(params_as<GatherParams>(type, params), inputs[0], inputs[1])};
+    case LayerType::kRESHAPE:
+      return {infer_reshape(params_as<ReshapeParams>(type, params), inputs[0])};
+    case LayerType::kTRANSPOSE:
+      return {infer_transpose(params_as<TransposeParams>(type, params), inputs[0])};
+    case LayerType::kCONCAT:
+      return {infer_concat(params_as<ConcatParams>(type, params), inputs)};
+    case LayerType::kSLICE:
+      return {infer_slice(params_as<SliceParams>(type, params), inputs[0])};
+    case LayerType::kCAST: {
+      const auto& p = params_as<CastParams>(type, params);
+      expect(p.to != DataType::kINT4 && dtype_name(p.to) != "unknown",
+             "cast target must be f32, f16, bf16, i8, u8, i32, i64 or bool, got " + dt(p.to));
+      return {{p.to, inputs[0].dims}};
+    }
+    case LayerType::kCONVOLUTION:
+      return {
+          infer_conv(params_as<ConvParams>(type, params), inputs[0], inputs[1], optional(2))};
+    case LayerType::kBATCHNORM:
+      params_as<BatchNormParams>(type, params);
+      return {infer_batchnorm(inputs)};
+    case LayerType::kPOOLING:
+      return {infer_pooling(params_as<PoolingParams>(type, params), inputs[0])};
+  }
+  fail("unknown layer type " + std::to_string(static_cast<int>(type)));
+}
+
+}  // namespace bindery

@@ -1,0 +1,246 @@
+// Refitter: validate everything, stage what can fail, then write slots.
+//
+// set_named_weights checks name, refittability, dtype, count, shape and (kREFIT_IDENTICAL)
+// hash at once. refit() works out the slots the set weights touch, evaluates every recipe
+// that is not a plain copy into staging memory (a failure here leaves the engine untouched),
+// and only then writes: staged slots by memcpy, identity slots straight from the caller's
+// view. Staging costs one slot-sized buffer per non-identity slot being refit; identity slots
+// cost nothing extra, which is what makes a refit run at memcpy speed.
+
+#include "bindery/refitter.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "bindery/error.h"
+#include "core/hash.h"
+#include "core/parallel.h"
+#include "runtime/engine_impl.h"
+
+namespace bindery {
+
+namespace {
+
+// Levenshtein distance, for "did you mean" suggestions on unknown names.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+void parallel_copy(void* dst, const void* src, int64_t bytes) {
+  constexpr int64_t kChunk = 4 << 20;
+  parallel_for((bytes + kChunk - 1) / kChunk, 4, [&](int64_t b, int64_t e) {
+    const int64_t begin = b * kChunk, end = std::min(bytes, e * kChunk);
+    std::memcpy(static_cast<std::byte*>(dst) + begin, static_cast<const std::byte*>(src) + begin,
+                static_cast<size_t>(end - begin));
+  });
+}
+
+struct Write {
+  int slot;
+  HostTensor staged;           // the slot's new bytes, or empty for a direct copy
+  const void* direct = nullptr;  // identity recipe: the caller's view
+};
+
+}  // namespace
+
+struct Refitter::Impl {
+  Engine& engine;
+  std::map<std::string, Weights> pending;
+  std::map<std::string, std::vector<int>> slots_of_source;
+  int last_slots = 0;
+
+  explicit Impl(Engine& e) : engine(e) {
+    const auto& slots = meta().slots;
+    for (size_t i = 0; i < slots.size(); ++i)
+      for (const auto& n : slots[i].recipe.sources) slots_of_source[n].push_back(static_cast<int>(i));
+  }
+  Engine::Impl& eng() const { return *engine.impl_; }
+  const PlanMetadata& meta() const { return engine.impl_->meta; }
+
+  const SourceWeight& source(const std::string& name) const {
+    const int i = meta().find_source(name);
+    if (i >= 0) return meta().sources[i];
+    std::string best;
+    size_t best_d = SIZE_MAX;
+    for (const SourceWeight& s : meta().sources) {
+      const size_t d = edit_distance(name, s.name);
+      if (s.refittable && d < best_d) best_d = d, best = s.name;
+    }
+    throw Error(ErrorCode::kNOT_FOUND, "no weights named '" + name + "' in this engine" +
+                                           (best.empty() ? "" : "; did you mean '" + best + "'?"));
+  }
+
+  std::vector<TensorDesc> source_descs(const Slot& s) const {
+    std::vector<TensorDesc> d;
+    for (const auto& n : s.recipe.sources) d.push_back(source(n).desc);
+    return d;
+  }
+
+  // Slots a refit now would rewrite, in index order.
+  std::vector<int> affected() const {
+    std::set<int> a;
+    for (const auto& [name, w] : pending) {
+      auto it = slots_of_source.find(name);
+      if (it != slots_of_source.end()) a.insert(it->second.begin(), it->second.end());
+    }
+    for (size_t i = 0; i < eng().slot_filled.size(); ++i)
+      if (!eng().slot_filled[i] && meta().slots[i].refittable) a.insert(static_cast<int>(i));
+    return {a.begin(), a.end()};
+  }
+
+  bool partial_ok(int slot) const {
+    return eng().slot_filled[slot] && recipe_is_separable(meta().slots[slot].recipe);
+  }
+
+  std::vector<std::string> missing() const {
+    std::set<std::string> m;
+    for (int s : affected()) {
+      if (partial_ok(s)) continue;
+      for (const auto& n : meta().slots[s].recipe.sources)
+        if (!pending.count(n)) m.insert(n);
+    }
+    return {m.begin(), m.end()};
+  }
+
+  std::vector<Write> stage() {
+    const auto miss = missing();
+    if (!miss.empty()) {
+      std::string list;
+      for (size_t i = 0; i < miss.size() && i < 8; ++i) list += (i ? ", '" : "'") + miss[i] + "'";
+      if (miss.size() > 8) list += ", … (" + std::to_string(miss.size()) + " in all)";
+      throw Error(ErrorCode::kMISSING_WEIGHTS, "refit needs weights that were not set: " + list +
+                                                   " (see Refitter::missing_weights)");
+    }
+    std::vector<Write> writes;
+    for (int i : affected()) {
+      const Slot& slot = meta().slots[i];
+      Write w{i, {}, nullptr};
+      if (slot.recipe.is_identity()) {
+        w.direct = pending.at(slot.recipe.sources[0]).values;
+      } else if (partial_ok(i)) {
+        w.staged = HostTensor::copy_of(engine.slot_view(i));
+        const auto descs = source_descs(slot);
+        for (size_t k = 0; k < slot.recipe.sources.size(); ++k) {
+          auto it = pending.find(slot.recipe.sources[k]);
+          if (it != pending.end())
+            evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second, w.staged.data());
+        }
+      } else {
+        std::vector<Weights> views;
+        for (const auto& n : slot.recipe.sources) views.push_back(pending.at(n));
+        w.staged = evaluate_recipe(slot.recipe, views);
+        check(w.staged.size_bytes() == slot.size_bytes, ErrorCode::kINTERNAL,
+              "recipe of slot '" + slot.name + "' produced " + std::to_string(w.staged.size_bytes()) + " bytes, slot has " +
+                  std::to_string(slot.size_bytes));
+      }
+      writes.push_back(std::move(w));
+    }
+    return writes;
+  }
+
+  // Cannot fail: every check ran in stage().
+  void commit(std::vector<Write>& writes) {
+    for (Write& w : writes) {
+      const Slot& slot = meta().slots[w.slot];
+      parallel_copy(eng().slot_ptr(w.slot), w.direct ? w.direct : w.staged.data(), slot.size_bytes);
+      eng().slot_filled[w.slot] = true;
+    }
+    last_slots = static_cast<int>(writes.size());
+    ++eng().version;
+  }
+};
+
+Refitter::Refitter(Engine& engine) : impl_(std::make_unique<Impl>(engine)) {}
+Refitter::~Refitter() = default;
+
+void Refitter::set_named_weights(const std::string& name, const Weights& w) {
+  const SourceWeight& s = impl_->source(name);
+  if (!s.refittable) {
+    const BuilderFlags& f = impl_->meta().flags;
+    throw Error(ErrorCode::kNOT_REFITTABLE,
+                "weights '" + name + "' are not refittable: " +
+                    (f.has(BuilderFlag::kREFIT_INDIVIDUAL) ? "the plan was built with REFIT_INDIVIDUAL and they were not marked with mark_weights_refittable"
+                     : f.refittable()                      ? "the builder folded them into constants"
+                                                           : "the plan was built without a refit flag"));
+  }
+  check(w.location.is_cpu() || !impl_->engine.device().is_cpu(), ErrorCode::kDEVICE,
+        "weights '" + name + "' are " + w.location.to_string() + " memory; this engine runs on cpu: pass a host view");
+  check(w.dtype == s.desc.dtype, ErrorCode::kDTYPE_MISMATCH,
+        "weights '" + name + "': expected dtype " + std::string(dtype_name(s.desc.dtype)) + ", got " + describe(w));
+  check(!is_dynamic(w.shape), ErrorCode::kSHAPE_MISMATCH, "weights '" + name + "': shape " + to_string(w.shape) + " is not concrete");
+  check(w.count() == volume(s.desc.dims), ErrorCode::kCOUNT_MISMATCH,
+        "weights '" + name + "': expected " + std::to_string(volume(s.desc.dims)) + " elements (" + to_string(s.desc) +
+            "), got " + std::to_string(w.count()) + " (" + describe(w) + ")");
+  check(w.shape == s.desc.dims, ErrorCode::kSHAPE_MISMATCH,
+        "weights '" + name + "': expected shape " + to_string(s.desc.dims) + ", got " + to_string(w.shape));
+  check(w.values != nullptr || w.count() == 0, ErrorCode::kINVALID_ARGUMENT, "weights '" + name + "' have null values");
+  if (s.identical_hash) {
+    const uint64_t h = hash64(w.values, static_cast<size_t>(w.size_bytes()));
+    check(h == *s.identical_hash, ErrorCode::kIDENTICAL_MISMATCH,
+          "weights '" + name + "' differ from the ones the plan was built with (REFIT_IDENTICAL): hash " + hash_to_hex(h) +
+              ", expected " + hash_to_hex(*s.identical_hash));
+  }
+  impl_->pending[name] = w;
+}
+
+bool Refitter::unset_named_weights(const std::string& name) { return impl_->pending.erase(name) > 0; }
+
+std::vector<std::string> Refitter::missing_weights() const { return impl_->missing(); }
+
+std::vector<std::string> Refitter::all_weights() const {
+  std::vector<std::string> names;
+  for (const SourceWeight& s : impl_->meta().sources)
+    if (s.refittable) names.push_back(s.name);
+  return names;
+}
+
+TensorDesc Refitter::weights_prototype(const std::string& name) const { return impl_->source(name).desc; }
+
+HostTensor Refitter::get_named_weights(const std::string& name) const {
+  const SourceWeight& s = impl_->source(name);
+  auto it = impl_->slots_of_source.find(name);
+  check(it != impl_->slots_of_source.end(), ErrorCode::kNOT_INVERTIBLE,
+        "weights '" + name + "' are not held by any slot (the builder folded them away)");
+  std::optional<Error> first_error;
+  for (int i : it->second) {
+    const Slot& slot = impl_->meta().slots[i];
+    if (!impl_->eng().slot_filled[i]) {
+      first_error = first_error.value_or(Error(ErrorCode::kMISSING_WEIGHTS, "slot '" + slot.name + "' holding '" + name + "' is empty (stripped plan not refit yet)"));
+      continue;
+    }
+    try {
+      const auto descs = impl_->source_descs(slot);
+      return invert_recipe(slot.recipe, descs, slot.recipe.source_index(name), impl_->engine.slot_view(i));
+    } catch (const Error& e) {
+      if (!first_error) first_error = e;
+    }
+  }
+  (void)s;
+  throw *first_error;
+}
+
+void Refitter::refit() {
+  auto writes = impl_->stage();
+  impl_->commit(writes);
+  impl_->pending.clear();
+}
+
+void Refitter::refit_async(Stream& stream) {
+  auto writes = std::make_shared<std::vector<Write>>(impl_->stage());
+  impl_->pending.clear();
+  stream.enqueue_host([impl = impl_.get(), writes] { impl->commit(*writes); });
+}
+
+int Refitter::last_refit_slots() const { return impl_->last_slots; }
+
+}  // namespace bindery

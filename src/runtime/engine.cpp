@@ -1,0 +1,108 @@
+#include <cstring>
+
+#include "bindery/error.h"
+#include "core/hash.h"
+#include "core/mapped_file.h"
+#include "runtime/engine_impl.h"
+
+namespace bindery {
+
+std::vector<std::string> Engine::Impl::empty_slots() const {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < slot_filled.size(); ++i)
+    if (!slot_filled[i]) names.push_back(meta.slots[i].name);
+  return names;
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
+  check(device.is_cpu(), ErrorCode::kDEVICE,
+        "cannot run on " + device.to_string() + ": this build has no CUDA backend");
+  auto impl = std::make_unique<Impl>();
+  impl->device = device;
+  impl->meta = plan.metadata();
+  impl->version = impl->meta.weights_version;
+  const PlanMetadata& m = impl->meta;
+  check(m.blob_size >= 0, ErrorCode::kCORRUPT_FILE, "plan blob size is negative");
+  for (const Slot& s : m.slots)
+    check(s.offset >= 0 && s.size_bytes >= 0 && s.offset + s.size_bytes <= m.blob_size, ErrorCode::kCORRUPT_FILE,
+          "slot '" + s.name + "' lies outside the weight blob");
+  // Slots get memory of their own so a refit can rewrite them while the plan's mapping is
+  // left untouched.
+  impl->arena = HostTensor(DataType::kUINT8, {std::max<int64_t>(m.blob_size, 1)});
+  std::memset(impl->arena.data(), 0, static_cast<size_t>(impl->arena.size_bytes()));
+  impl->slot_filled.assign(m.slots.size(), false);
+  for (size_t i = 0; i < m.slots.size(); ++i) {
+    if (const std::byte* src = plan.slot_data(static_cast<int>(i))) {
+      std::memcpy(impl->slot_ptr(static_cast<int>(i)), src, static_cast<size_t>(m.slots[i].size_bytes));
+      impl->slot_filled[i] = true;
+    }
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+std::unique_ptr<Engine> Engine::load(const std::string& plan_path, Device device) {
+  return create(Plan::load(plan_path), device);
+}
+
+Device Engine::device() const { return impl_->device; }
+const PlanMetadata& Engine::metadata() const { return impl_->meta; }
+
+std::vector<TensorInfo> Engine::inputs() const {
+  std::vector<TensorInfo> v;
+  for (int t : impl_->meta.graph.inputs) v.push_back({impl_->meta.graph.tensors[t].name, impl_->meta.graph.tensors[t].desc});
+  return v;
+}
+
+std::vector<TensorInfo> Engine::outputs() const {
+  std::vector<TensorInfo> v;
+  for (int t : impl_->meta.graph.outputs) v.push_back({impl_->meta.graph.tensors[t].name, impl_->meta.graph.tensors[t].desc});
+  return v;
+}
+
+bool Engine::is_refittable() const {
+  for (const SourceWeight& s : impl_->meta.sources)
+    if (s.refittable) return true;
+  return false;
+}
+
+bool Engine::weights_complete() const { return impl_->empty_slots().empty(); }
+uint64_t Engine::weights_version() const { return impl_->version.load(); }
+
+uint64_t Engine::slot_checksum(int i) const {
+  check(i >= 0 && i < static_cast<int>(impl_->meta.slots.size()), ErrorCode::kNOT_FOUND,
+        "slot " + std::to_string(i) + " does not exist");
+  return hash64(impl_->slot_ptr(i), static_cast<size_t>(impl_->meta.slots[i].size_bytes));
+}
+
+Weights Engine::slot_view(int i) const {
+  check(i >= 0 && i < static_cast<int>(impl_->meta.slots.size()), ErrorCode::kNOT_FOUND,
+        "slot " + std::to_string(i) + " does not exist");
+  const Slot& s = impl_->meta.slots[i];
+  return Weights(s.desc.dtype, s.desc.dims, impl_->slot_ptr(i));
+}
+
+std::vector<std::byte> Engine::serialize(const SerializationOptions& options) const {
+  PlanMetadata meta = impl_->meta;
+  meta.weights_version = impl_->version.load();
+  if (!options.exclude_weights) {
+    const auto empty = impl_->empty_slots();
+    check(empty.empty(), ErrorCode::kMISSING_WEIGHTS,
+          "cannot save the weights of an engine that still misses " + std::to_string(empty.size()) +
+              " slot(s), e.g. '" + (empty.empty() ? "" : empty[0]) + "': refit it first or exclude weights");
+  }
+  for (size_t i = 0; i < meta.slots.size(); ++i)
+    if (impl_->slot_filled[i]) meta.slots[i].checksum = slot_checksum(static_cast<int>(i));
+  HostTensor blob(DataType::kUINT8, {meta.blob_size});
+  if (meta.blob_size) std::memcpy(blob.data(), impl_->arena.data(), static_cast<size_t>(meta.blob_size));
+  return Plan(std::move(meta), std::move(blob)).serialize(options);
+}
+
+void Engine::save(const std::string& path, const SerializationOptions& options) const {
+  const auto bytes = serialize(options);
+  write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+}  // namespace bindery

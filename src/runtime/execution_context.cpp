@@ -1,0 +1,144 @@
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "bindery/error.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/engine_impl.h"
+
+namespace bindery {
+
+struct ExecutionContext::Impl {
+  Engine* engine = nullptr;
+  std::map<int, Weights> bound;      // input tensor -> caller view
+  std::map<int, Dims> input_shapes;  // input tensor -> concrete dims
+  std::vector<TensorDesc> descs;     // per tensor, concrete, of the last run
+  std::vector<HostTensor> buffers;   // per activation tensor, reused while large enough
+  std::vector<void*> data;           // per tensor, of the last run
+  bool ran = false;
+
+  const Graph& graph() const { return engine->impl_->meta.graph; }
+  int input_index(const std::string& name) const {
+    for (int t : graph().inputs)
+      if (graph().tensors[t].name == name) return t;
+    std::string names;
+    for (int t : graph().inputs) names += (names.empty() ? "'" : ", '") + graph().tensors[t].name + "'";
+    throw Error(ErrorCode::kNOT_FOUND, "no input named '" + name + "'; the engine's inputs are " + names);
+  }
+  void run();
+  Weights view_of(int t) const {
+    return Weights(descs[t].dtype, descs[t].dims, data[t]);
+  }
+};
+
+ExecutionContext::ExecutionContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ExecutionContext::~ExecutionContext() = default;
+
+std::unique_ptr<ExecutionContext> Engine::create_execution_context() {
+  auto impl = std::make_unique<ExecutionContext::Impl>();
+  impl->engine = this;
+  return std::unique_ptr<ExecutionContext>(new ExecutionContext(std::move(impl)));
+}
+
+const Engine& ExecutionContext::engine() const { return *impl_->engine; }
+
+void ExecutionContext::set_input_shape(const std::string& name, const Dims& dims) {
+  const int t = impl_->input_index(name);
+  const Dims& declared = impl_->graph().tensors[t].desc.dims;
+  bool ok = declared.size() == dims.size();
+  for (size_t i = 0; ok && i < dims.size(); ++i) ok = dims[i] >= 0 && (declared[i] == kDYNAMIC || declared[i] == dims[i]);
+  check(ok, ErrorCode::kSHAPE_MISMATCH,
+        "input '" + name + "': shape " + to_string(dims) + " does not fit the declared " + to_string(declared));
+  impl_->input_shapes[t] = dims;
+}
+
+void ExecutionContext::set_input(const std::string& name, const Weights& view) {
+  const int t = impl_->input_index(name);
+  const TensorDesc& declared = impl_->graph().tensors[t].desc;
+  check(view.dtype == declared.dtype, ErrorCode::kDTYPE_MISMATCH,
+        "input '" + name + "': expected " + std::string(dtype_name(declared.dtype)) + ", got " + describe(view));
+  check(view.on_host(), ErrorCode::kDEVICE, "input '" + name + "' must be host memory for a CPU engine, got " + describe(view));
+  set_input_shape(name, view.shape);
+  impl_->bound[t] = view;
+}
+
+void ExecutionContext::Impl::run() {
+  Engine::Impl& e = *engine->impl_;
+  const auto missing = e.empty_slots();
+  check(missing.empty(), ErrorCode::kMISSING_WEIGHTS,
+        "the engine still misses weights for " + std::to_string(missing.size()) + " slot(s), e.g. '" +
+            (missing.empty() ? "" : missing[0]) + "': refit it before running");
+  const Graph& g = graph();
+  descs.assign(g.tensors.size(), {});
+  data.assign(g.tensors.size(), nullptr);
+  buffers.resize(g.tensors.size());
+  for (int t : g.inputs) {
+    auto it = bound.find(t);
+    check(it != bound.end(), ErrorCode::kINVALID_ARGUMENT, "input '" + g.tensors[t].name + "' is not bound (set_input)");
+    descs[t] = {it->second.dtype, it->second.shape};
+    data[t] = const_cast<void*>(it->second.values);
+  }
+  for (size_t t = 0; t < g.tensors.size(); ++t)
+    if (g.tensors[t].kind == TensorKind::kWEIGHT) {
+      descs[t] = e.meta.slots[g.tensors[t].slot].desc;
+      data[t] = e.slot_ptr(g.tensors[t].slot);
+    }
+  std::vector<cpu::TensorRef> in, out;
+  std::vector<TensorDesc> in_descs;
+  for (const GraphNode& n : g.nodes) {
+    in.clear();
+    in_descs.clear();
+    for (int t : n.inputs) {
+      in_descs.push_back(t < 0 ? TensorDesc{} : descs[t]);
+      in.push_back(t < 0 ? cpu::TensorRef{} : cpu::TensorRef{descs[t].dtype, descs[t].dims, data[t]});
+    }
+    std::vector<TensorDesc> od;
+    try {
+      od = infer_outputs(n.type, n.params, in_descs);
+    } catch (const Error& err) {
+      throw Error(ErrorCode::kSHAPE_MISMATCH, "node '" + n.name + "': " + err.what());
+    }
+    out.clear();
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      const int t = n.outputs[k];
+      descs[t] = od[k];
+      HostTensor& b = buffers[t];
+      const int64_t need = dtype_bytes(od[k].dtype, volume(od[k].dims));
+      if (b.empty() || b.size_bytes() < need) b = HostTensor(DataType::kUINT8, {std::max<int64_t>(need, 1)});
+      data[t] = b.data();
+      out.push_back({od[k].dtype, od[k].dims, data[t]});
+    }
+    cpu::run_node(n, in, out);
+  }
+  ran = true;
+}
+
+void ExecutionContext::execute() { impl_->run(); }
+
+void ExecutionContext::enqueue(Stream& stream) {
+  stream.enqueue_host([impl = impl_.get()] { impl->run(); });
+}
+
+Weights ExecutionContext::output(const std::string& name) const {
+  check(impl_->ran, ErrorCode::kINVALID_ARGUMENT, "output '" + name + "' read before any run");
+  for (int t : impl_->graph().outputs)
+    if (impl_->graph().tensors[t].name == name) return impl_->view_of(t);
+  throw Error(ErrorCode::kNOT_FOUND, "no output named '" + name + "'");
+}
+
+Weights ExecutionContext::debug_tensor(const std::string& name) const {
+  check(impl_->ran, ErrorCode::kINVALID_ARGUMENT, "debug tensor '" + name + "' read before any run");
+  const Graph& g = impl_->graph();
+  for (size_t t = 0; t < g.tensors.size(); ++t)
+    if (g.tensors[t].is_debug && g.tensors[t].name == name) return impl_->view_of(static_cast<int>(t));
+  throw Error(ErrorCode::kNOT_FOUND, "no debug tensor named '" + name + "' (mark it with Network::mark_debug)");
+}
+
+std::vector<std::string> ExecutionContext::debug_tensor_names() const {
+  std::vector<std::string> names;
+  for (const GraphTensor& t : impl_->graph().tensors)
+    if (t.is_debug) names.push_back(t.name);
+  return names;
+}
+
+}  // namespace bindery
