@@ -25,6 +25,7 @@ function(bindery_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE
     BINDERY_SOURCE_DIR="${PROJECT_SOURCE_DIR}" BINDERY_BINARY_DIR="${PROJECT_BINARY_DIR}")
   bindery_warnings(${name})

@@ -28,6 +28,9 @@ enum class RecipeOp : uint8_t {
 };
 
 struct RecipeStep {
+  RecipeStep() = default;
+  explicit RecipeStep(RecipeOp o, std::vector<int> a = {}) : op(o), args(std::move(a)) {}
+
   RecipeOp op = RecipeOp::kSOURCE;
   std::vector<int> args;
   int axis = 0;

@@ -154,12 +154,17 @@ std::pair<int, int> input_arity(LayerType t) {
 namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw Error(ErrorCode::kINVALID_NETWORK, msg); }
-void expect(bool cond, const std::string& msg) {
-  if (!cond) fail(msg);
-}
+
+// The message is only built when the check fails: run_node re-runs shape inference on every
+// node of every inference, so the passing path must not allocate strings.
+#define BINDERY_EXPECT(cond, msg) \
+  do {                            \
+    if (!(cond)) fail(msg);       \
+  } while (0)
 
 bool known(int64_t d) { return d >= 0; }
 std::string str(const Dims& d) { return to_string(d); }
+std::string str(int64_t v) { return std::to_string(v); }
 std::string dt(DataType t) { return std::string(dtype_name(t)); }
 
 constexpr const char* kParamsNames[] = {
@@ -172,48 +177,42 @@ static_assert(std::size(kParamsNames) == std::variant_size_v<LayerParams>);
 template <class P>
 const P& params_as(LayerType type, const LayerParams& params) {
   const P* p = std::get_if<P>(&params);
-  if (!p) {
-    const LayerParams want = default_params(type);
-    fail(std::string(layer_type_name(type)) + " expects " + kParamsNames[want.index()] +
-         ", got " + kParamsNames[params.index()]);
-  }
+  if (!p)
+    fail(std::string(layer_type_name(type)) + " expects " +
+         kParamsNames[default_params(type).index()] + ", got " + kParamsNames[params.index()]);
   return *p;
 }
 
 /// Axis in [-rank, rank) to [0, rank).
-int normalize_axis(int64_t axis, size_t rank, const std::string& what) {
+int normalize_axis(int64_t axis, size_t rank, const char* what) {
   const int64_t r = static_cast<int64_t>(rank);
-  expect(axis >= -r && axis < r, what + " axis " + std::to_string(axis) +
-                                     " is out of range for rank " + std::to_string(r) +
-                                     " (expected [" + std::to_string(-r) + ", " +
-                                     std::to_string(r) + "))");
+  BINDERY_EXPECT(axis >= -r && axis < r, std::string(what) + " axis " + str(axis) +
+                                             " is out of range for rank " + str(r) +
+                                             " (expected [" + str(-r) + ", " + str(r) + "))");
   return static_cast<int>(axis < 0 ? axis + r : axis);
 }
 
-void expect_float(const TensorDesc& d, const std::string& what) {
-  expect(is_floating(d.dtype), what + " must be f32, f16 or bf16, got " + dt(d.dtype));
+void expect_float(const TensorDesc& d, const char* what) {
+  BINDERY_EXPECT(is_floating(d.dtype),
+                 std::string(what) + " must be f32, f16 or bf16, got " + dt(d.dtype));
 }
 
-void expect_rank(const TensorDesc& d, size_t rank, const std::string& what) {
-  expect(d.dims.size() == rank, what + " must have rank " + std::to_string(rank) + ", got " +
-                                    str(d.dims) + " (rank " + std::to_string(d.dims.size()) +
-                                    ")");
+void expect_rank(const TensorDesc& d, size_t rank, const char* what) {
+  BINDERY_EXPECT(d.dims.size() == rank, std::string(what) + " must have rank " + str(rank) +
+                                            ", got " + str(d.dims) + " (rank " +
+                                            str(d.dims.size()) + ")");
 }
 
-void expect_min_rank(const TensorDesc& d, size_t rank, const std::string& what) {
-  expect(d.dims.size() >= rank, what + " must have rank >= " + std::to_string(rank) + ", got " +
-                                    str(d.dims) + " (rank " + std::to_string(d.dims.size()) +
-                                    ")");
+void expect_min_rank(const TensorDesc& d, size_t rank, const char* what) {
+  BINDERY_EXPECT(d.dims.size() >= rank, std::string(what) + " must have rank >= " + str(rank) +
+                                            ", got " + str(d.dims) + " (rank " +
+                                            str(d.dims.size()) + ")");
 }
 
-/// Two dims that must be equal; returns the known one (or kDYNAMIC).
-int64_t merge_equal(int64_t a, int64_t b, const std::string& what) {
-  if (known(a) && known(b)) {
-    expect(a == b, what + ": " + std::to_string(a) + " vs " + std::to_string(b));
-    return a;
-  }
-  return known(a) ? a : b;
-}
+/// Two dims that must be equal when both are known.
+bool agree(int64_t a, int64_t b) { return !known(a) || !known(b) || a == b; }
+/// The known one of two agreeing dims, else kDYNAMIC.
+int64_t pick_known(int64_t a, int64_t b) { return known(a) ? a : b; }
 
 /// numpy broadcast of one dim pair; false if incompatible.
 bool broadcast_dim(int64_t a, int64_t b, int64_t& out) {
@@ -233,34 +232,35 @@ bool broadcast_dim(int64_t a, int64_t b, int64_t& out) {
   return true;
 }
 
-Dims broadcast(const Dims& a, const Dims& b, const std::string& what) {
+/// numpy broadcast of two shapes (right-aligned). Throws naming `what`, both shapes and the dim.
+Dims broadcast(const Dims& a, const Dims& b, const std::string_view what) {
   const size_t rank = std::max(a.size(), b.size());
   Dims out(rank);
   for (size_t i = 0; i < rank; ++i) {
     const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
     const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
     if (!broadcast_dim(da, db, out[i]))
-      fail(what + " do not broadcast: " + str(a) + " and " + str(b) + " (aligned dim " +
-           std::to_string(i) + ": " + std::to_string(da) + " vs " + std::to_string(db) + ")");
+      fail(std::string(what) + " do not broadcast: " + str(a) + " and " + str(b) +
+           " (aligned dim " + str(i) + ": " + str(da) + " vs " + str(db) + ")");
   }
   return out;
 }
 
-/// A 1-D per-channel parameter of length `channels` (kDYNAMIC: any).
-void expect_vector(const TensorDesc& d, int64_t channels, const std::string& what,
-                   const std::string& of) {
+/// A 1-D float parameter of length `channels` (kDYNAMIC: any), the `of` dim of `input`.
+void expect_vector(const TensorDesc& d, int64_t channels, const char* what, const char* of,
+                   const Dims& input) {
   expect_float(d, what);
-  expect(d.dims.size() == 1, what + " must be 1-D [" + std::to_string(channels) + "], got " +
-                                 str(d.dims));
-  merge_equal(d.dims[0], channels, what + " length must equal " + of);
+  BINDERY_EXPECT(d.dims.size() == 1 && agree(d.dims[0], channels),
+                 std::string(what) + " must be 1-D [" + str(channels) + "] (" + of +
+                     " of input " + str(input) + "), got " + str(d.dims));
 }
 
 /// Spatial parameter vector with exactly 2 entries, each >= `min`.
-void expect_pair(const Dims& v, int64_t min, const std::string& what) {
-  expect(v.size() == 2, what + " must have 2 entries, got " + std::to_string(v.size()) + " " +
-                            str(v));
-  expect(v[0] >= min && v[1] >= min,
-         what + " entries must be >= " + std::to_string(min) + ", got " + str(v));
+void expect_pair(const Dims& v, int64_t min, const char* what) {
+  BINDERY_EXPECT(v.size() == 2, std::string(what) + " must have 2 entries, got " +
+                                    str(v.size()) + " " + str(v));
+  BINDERY_EXPECT(v[0] >= min && v[1] >= min,
+                 std::string(what) + " entries must be >= " + str(min) + ", got " + str(v));
 }
 
 TensorDesc infer_matmul(const MatMulParams& p, const TensorDesc& a, const TensorDesc& b) {
@@ -273,14 +273,13 @@ TensorDesc infer_matmul(const MatMulParams& p, const TensorDesc& a, const Tensor
   const int64_t ka = p.transpose_a ? a.dims[ra - 2] : a.dims[ra - 1];
   const int64_t kb = p.transpose_b ? b.dims[rb - 1] : b.dims[rb - 2];
   const int64_t n = p.transpose_b ? b.dims[rb - 2] : b.dims[rb - 1];
-  if (known(ka) && known(kb) && ka != kb)
-    fail("matmul inner dims differ: a is " + str(a.dims) + (p.transpose_a ? " (transposed)" : "") +
-         " (K=" + std::to_string(ka) + "), b is " + str(b.dims) +
-         (p.transpose_b ? " (transposed)" : "") + " (K=" + std::to_string(kb) + ")");
-  const Dims batch_a(a.dims.begin(), a.dims.end() - 2);
-  const Dims batch_b(b.dims.begin(), b.dims.end() - 2);
-  Dims out = broadcast(batch_a, batch_b, "matmul batch dims of a " + str(a.dims) + " and b " +
-                                             str(b.dims));
+  BINDERY_EXPECT(agree(ka, kb), "matmul inner dims differ: a is " + str(a.dims) +
+                                    (p.transpose_a ? " (transposed)" : "") + " (K=" + str(ka) +
+                                    "), b is " + str(b.dims) +
+                                    (p.transpose_b ? " (transposed)" : "") + " (K=" + str(kb) +
+                                    ")");
+  Dims out = broadcast(Dims(a.dims.begin(), a.dims.end() - 2),
+                       Dims(b.dims.begin(), b.dims.end() - 2), "matmul batch dims");
   out.push_back(m);
   out.push_back(n);
   return {DataType::kFLOAT, out};
@@ -288,11 +287,12 @@ TensorDesc infer_matmul(const MatMulParams& p, const TensorDesc& a, const Tensor
 
 TensorDesc infer_reduce(const ReduceParams& p, const TensorDesc& x) {
   expect_float(x, "reduce input");
-  expect(!p.axes.empty(), "reduce needs at least one axis, got none");
+  BINDERY_EXPECT(!p.axes.empty(), "reduce needs at least one axis, got none");
   std::vector<bool> reduced(x.dims.size(), false);
   for (int axis : p.axes) {
     const int a = normalize_axis(axis, x.dims.size(), "reduce");
-    expect(!reduced[a], "reduce axis " + std::to_string(a) + " is listed twice");
+    BINDERY_EXPECT(!reduced[a], "reduce axis " + str(a) + " is listed twice (axes of input " +
+                                    str(x.dims) + ")");
     reduced[a] = true;
   }
   Dims out;
@@ -305,22 +305,22 @@ TensorDesc infer_reduce(const ReduceParams& p, const TensorDesc& x) {
   return {DataType::kFLOAT, out};
 }
 
-TensorDesc infer_norm(LayerType type, const TensorDesc& x, const TensorDesc* weight,
+TensorDesc infer_norm(LayerType type, const TensorDesc& x, const TensorDesc& weight,
                       const TensorDesc* bias) {
-  const std::string name(layer_type_name(type));
-  expect_float(x, name + " input");
-  expect_min_rank(x, 1, name + " input");
+  const bool rms = type == LayerType::kRMSNORM;
+  expect_float(x, rms ? "rmsnorm input" : "layernorm input");
+  expect_min_rank(x, 1, rms ? "rmsnorm input" : "layernorm input");
   const int64_t last = x.dims.back();
-  const std::string of = "the input's last dim (input is " + str(x.dims) + ")";
-  expect_vector(*weight, last, name + " weight", of);
-  if (bias) expect_vector(*bias, last, name + " bias", of);
+  expect_vector(weight, last, rms ? "rmsnorm weight" : "layernorm weight", "the last dim",
+                x.dims);
+  if (bias) expect_vector(*bias, last, "layernorm bias", "the last dim", x.dims);
   return {DataType::kFLOAT, x.dims};
 }
 
 TensorDesc infer_gather(const GatherParams& p, const TensorDesc& data, const TensorDesc& idx) {
   expect_min_rank(data, 1, "gather data");
-  expect(idx.dtype == DataType::kINT32 || idx.dtype == DataType::kINT64,
-         "gather indices must be i32 or i64, got " + dt(idx.dtype));
+  BINDERY_EXPECT(idx.dtype == DataType::kINT32 || idx.dtype == DataType::kINT64,
+                 "gather indices must be i32 or i64, got " + dt(idx.dtype));
   const int axis = normalize_axis(p.axis, data.dims.size(), "gather");
   Dims out(data.dims.begin(), data.dims.begin() + axis);
   out.insert(out.end(), idx.dims.begin(), idx.dims.end());
@@ -334,22 +334,23 @@ TensorDesc infer_reshape(const ReshapeParams& p, const TensorDesc& x) {
   const Dims& shape = p.shape;
   Dims out(shape.size());
   int infer_at = -1;
-  // A dynamic input dim copied by a 0 at the same index cancels out of the element count.
+  // A dynamic input dim copied by a 0 at the same index cancels out of the element count, so
+  // [-1, -1, 4096] -> [0, 0, 32, -1] still infers 128.
   std::vector<bool> cancelled(in.size(), false);
   for (size_t i = 0; i < shape.size(); ++i) {
     const int64_t s = shape[i];
     if (s == 0) {
-      expect(i < in.size(), "reshape shape " + str(shape) + " copies dim " + std::to_string(i) +
-                                " (0) but the input " + str(in) + " has rank " +
-                                std::to_string(in.size()));
+      BINDERY_EXPECT(i < in.size(), "reshape shape " + str(shape) + " copies dim " + str(i) +
+                                        " (0) but the input " + str(in) + " has rank " +
+                                        str(in.size()));
       out[i] = in[i];
       if (!known(in[i])) cancelled[i] = true;
     } else if (s == -1) {
-      expect(infer_at < 0, "reshape shape " + str(shape) + " has more than one -1");
+      BINDERY_EXPECT(infer_at < 0, "reshape shape " + str(shape) + " has more than one -1");
       infer_at = static_cast<int>(i);
     } else {
-      expect(s > 0, "reshape shape " + str(shape) + " has invalid dim " + std::to_string(s) +
-                        " (expected > 0, 0 to copy, or -1 to infer)");
+      BINDERY_EXPECT(s > 0, "reshape shape " + str(shape) + " has invalid dim " + str(s) +
+                                " (expected > 0, 0 to copy, or -1 to infer)");
       out[i] = s;
     }
   }
@@ -365,39 +366,39 @@ TensorDesc infer_reshape(const ReshapeParams& p, const TensorDesc& x) {
   int64_t out_count = 1;
   for (size_t i = 0; i < out.size(); ++i) {
     if (static_cast<int>(i) == infer_at) continue;
-    if (shape[i] == 0 && i < in.size() && cancelled[i]) continue;
+    if (shape[i] == 0 && cancelled[i]) continue;
     out_count *= out[i];
   }
   if (infer_at >= 0) {
     if (!in_known) {
       out[infer_at] = kDYNAMIC;
     } else {
-      expect(out_count != 0 && in_count % out_count == 0,
-             "reshape cannot infer -1: input " + str(in) + " has " + std::to_string(in_count) +
-                 " elements, not a multiple of " + std::to_string(out_count) + " (shape " +
-                 str(shape) + ")");
+      BINDERY_EXPECT(out_count != 0 && in_count % out_count == 0,
+                     "reshape cannot infer -1: input " + str(in) + " has " + str(in_count) +
+                         " elements, not a multiple of " + str(out_count) + " (shape " +
+                         str(shape) + ")");
       out[infer_at] = in_count / out_count;
     }
   } else if (in_known) {
-    expect(in_count == out_count, "reshape changes the element count: input " + str(in) +
-                                      " has " + std::to_string(in_count) + ", shape " +
-                                      str(shape) + " has " + std::to_string(out_count));
+    BINDERY_EXPECT(in_count == out_count, "reshape changes the element count: input " +
+                                              str(in) + " has " + str(in_count) + ", shape " +
+                                              str(shape) + " has " + str(out_count));
   }
   return {x.dtype, out};
 }
 
 TensorDesc infer_transpose(const TransposeParams& p, const TensorDesc& x) {
   const size_t rank = x.dims.size();
-  expect(p.perm.size() == rank, "transpose perm has " + std::to_string(p.perm.size()) +
-                                    " entries, the input " + str(x.dims) + " has rank " +
-                                    std::to_string(rank));
+  BINDERY_EXPECT(p.perm.size() == rank, "transpose perm has " + str(p.perm.size()) +
+                                            " entries, the input " + str(x.dims) +
+                                            " has rank " + str(rank));
   std::vector<bool> seen(rank, false);
   Dims out(rank);
   for (size_t i = 0; i < rank; ++i) {
     const int a = p.perm[i];
-    expect(a >= 0 && static_cast<size_t>(a) < rank && !seen[a],
-           "transpose perm is not a permutation of [0, " + std::to_string(rank) +
-               "): entry " + std::to_string(i) + " is " + std::to_string(a));
+    BINDERY_EXPECT(a >= 0 && static_cast<size_t>(a) < rank && !seen[a],
+                   "transpose perm is not a permutation of [0, " + str(rank) + "): entry " +
+                       str(i) + " is " + str(a));
     seen[a] = true;
     out[i] = x.dims[a];
   }
@@ -411,22 +412,21 @@ TensorDesc infer_concat(const ConcatParams& p, std::span<const TensorDesc> in) {
   Dims out = first.dims;
   for (size_t i = 1; i < in.size(); ++i) {
     const TensorDesc& t = in[i];
-    const std::string what = "concat input " + std::to_string(i);
-    expect(t.dtype == first.dtype,
-           what + " has dtype " + dt(t.dtype) + ", input 0 has " + dt(first.dtype));
-    expect(t.dims.size() == first.dims.size(), what + " " + str(t.dims) +
-                                                   " has a different rank than input 0 " +
-                                                   str(first.dims));
+    BINDERY_EXPECT(t.dtype == first.dtype, "concat input " + str(i) + " has dtype " +
+                                               dt(t.dtype) + ", input 0 has " + dt(first.dtype));
+    BINDERY_EXPECT(t.dims.size() == first.dims.size(),
+                   "concat input " + str(i) + " " + str(t.dims) +
+                       " has a different rank than input 0 " + str(first.dims));
     for (size_t d = 0; d < out.size(); ++d) {
       if (static_cast<int>(d) == axis) {
         out[d] = known(out[d]) && known(t.dims[d]) ? out[d] + t.dims[d] : kDYNAMIC;
-      } else {
-        merge_equal(out[d], t.dims[d],
-                    what + " " + str(t.dims) + " differs from input 0 " + str(first.dims) +
-                        " in dim " + std::to_string(d) + " (only axis " + std::to_string(axis) +
-                        " may differ)");
-        if (!known(out[d])) out[d] = t.dims[d];
+        continue;
       }
+      BINDERY_EXPECT(agree(out[d], t.dims[d]),
+                     "concat input " + str(i) + " " + str(t.dims) + " differs from input 0 " +
+                         str(first.dims) + " in dim " + str(d) + " (only axis " + str(axis) +
+                         " may differ)");
+      out[d] = pick_known(out[d], t.dims[d]);
     }
   }
   return {first.dtype, out};
@@ -434,40 +434,33 @@ TensorDesc infer_concat(const ConcatParams& p, std::span<const TensorDesc> in) {
 
 TensorDesc infer_slice(const SliceParams& p, const TensorDesc& x) {
   const size_t rank = x.dims.size();
-  const auto count_ok = [&](const Dims& v) { return v.size() == rank; };
-  expect(count_ok(p.start) && count_ok(p.size) && (p.stride.empty() || count_ok(p.stride)),
-         "slice start " + str(p.start) + ", size " + str(p.size) + ", stride " +
-             str(p.stride) + " must each have one entry per input dim (input " + str(x.dims) +
-             ", rank " + std::to_string(rank) + "; stride may be empty)");
+  BINDERY_EXPECT(p.start.size() == rank && p.size.size() == rank &&
+                     (p.stride.empty() || p.stride.size() == rank),
+                 "slice start " + str(p.start) + ", size " + str(p.size) + ", stride " +
+                     str(p.stride) + " must each have one entry per input dim (input " +
+                     str(x.dims) + ", rank " + str(rank) + "; stride may be empty)");
   Dims out(rank);
   for (size_t d = 0; d < rank; ++d) {
     const int64_t start = p.start[d], size = p.size[d];
     const int64_t stride = p.stride.empty() ? 1 : p.stride[d];
     const int64_t dim = x.dims[d];
-    const std::string at = " in dim " + std::to_string(d) + " (input " + str(x.dims) + ")";
-    expect(stride >= 1, "slice stride must be >= 1, got " + std::to_string(stride) + at);
-    expect(start >= 0, "slice start must be >= 0, got " + std::to_string(start) + at);
-    expect(size >= 0 || size == kDYNAMIC,
-           "slice size must be >= 0 or -1 (to the end), got " + std::to_string(size) + at);
+    const auto at = [&] { return " in dim " + str(d) + " (input " + str(x.dims) + ")"; };
+    BINDERY_EXPECT(stride >= 1, "slice stride must be >= 1, got " + str(stride) + at());
+    BINDERY_EXPECT(start >= 0, "slice start must be >= 0, got " + str(start) + at());
+    BINDERY_EXPECT(size >= 0 || size == kDYNAMIC,
+                   "slice size must be >= 0 or -1 (to the end), got " + str(size) + at());
+    BINDERY_EXPECT(!known(dim) || start <= dim,
+                   "slice start " + str(start) + " is past the end " + str(dim) + at());
     if (size == kDYNAMIC) {
-      if (known(dim)) {
-        expect(start <= dim, "slice start " + std::to_string(start) + " is past the end" + at);
-        out[d] = (dim - start + stride - 1) / stride;
-      } else {
-        out[d] = kDYNAMIC;
-      }
+      out[d] = known(dim) ? (dim - start + stride - 1) / stride : kDYNAMIC;
       continue;
     }
     out[d] = size;
-    if (known(dim) && size > 0) {
-      const int64_t last = start + (size - 1) * stride;
-      expect(last < dim, "slice reads index " + std::to_string(last) + " (start " +
-                             std::to_string(start) + ", size " + std::to_string(size) +
-                             ", stride " + std::to_string(stride) + ") past the end " +
-                             std::to_string(dim) + at);
-    } else if (known(dim)) {
-      expect(start <= dim, "slice start " + std::to_string(start) + " is past the end" + at);
-    }
+    const int64_t last = start + (size - 1) * stride;
+    BINDERY_EXPECT(!known(dim) || size == 0 || last < dim,
+                   "slice reads index " + str(last) + " (start " + str(start) + ", size " +
+                       str(size) + ", stride " + str(stride) + ") past the end " + str(dim) +
+                       at());
   }
   return {x.dtype, out};
 }
@@ -478,45 +471,43 @@ TensorDesc infer_conv(const ConvParams& p, const TensorDesc& x, const TensorDesc
   expect_float(w, "conv2d kernel");
   expect_rank(x, 4, "conv2d input (NCHW)");
   expect_rank(w, 4, "conv2d kernel [O, C/groups, kh, kw]");
-  expect(!is_dynamic(w.dims), "conv2d kernel must have static dims, got " + str(w.dims));
+  BINDERY_EXPECT(!is_dynamic(w.dims), "conv2d kernel must have static dims, got " + str(w.dims));
   expect_pair(p.stride, 1, "conv2d stride");
   expect_pair(p.padding, 0, "conv2d padding");
   expect_pair(p.dilation, 1, "conv2d dilation");
   const int64_t g = p.groups;
-  expect(g >= 1, "conv2d groups must be >= 1, got " + std::to_string(g));
+  BINDERY_EXPECT(g >= 1, "conv2d groups must be >= 1, got " + str(g));
   const int64_t o = w.dims[0];
-  expect(o % g == 0, "conv2d output channels " + std::to_string(o) + " (kernel " + str(w.dims) +
-                         ") are not divisible by groups " + std::to_string(g));
+  BINDERY_EXPECT(o % g == 0, "conv2d output channels " + str(o) + " (kernel " + str(w.dims) +
+                                 ") are not divisible by groups " + str(g));
   const int64_t c = x.dims[1];
-  if (known(c)) {
-    expect(c % g == 0, "conv2d input channels " + std::to_string(c) + " (input " + str(x.dims) +
-                           ") are not divisible by groups " + std::to_string(g));
-    expect(c / g == w.dims[1], "conv2d kernel " + str(w.dims) + " expects " +
-                                   std::to_string(w.dims[1]) + " channels per group, input " +
-                                   str(x.dims) + " has " + std::to_string(c) + " / groups " +
-                                   std::to_string(g) + " = " + std::to_string(c / g));
-  }
-  if (bias) expect_vector(*bias, o, "conv2d bias", "the output channels " + std::to_string(o));
+  BINDERY_EXPECT(!known(c) || c % g == 0, "conv2d input channels " + str(c) + " (input " +
+                                              str(x.dims) + ") are not divisible by groups " +
+                                              str(g));
+  BINDERY_EXPECT(!known(c) || c / g == w.dims[1],
+                 "conv2d kernel " + str(w.dims) + " expects " + str(w.dims[1]) +
+                     " input channels per group, input " + str(x.dims) + " has " + str(c) +
+                     " / groups " + str(g) + " = " + str(c / g));
+  if (bias) expect_vector(*bias, o, "conv2d bias", "the output channels (kernel dim 0)", w.dims);
   for (size_t i = 0; i < p.epilogue.size(); ++i) {
     const EpilogueStep& s = p.epilogue[i];
-    if (s.is_unary) continue;
     const int64_t n = static_cast<int64_t>(s.constant.size());
-    expect(n == 1 || n == o, "conv2d epilogue step " + std::to_string(i) + " (" +
-                                 std::string(elementwise_op_name(s.binary)) + ") has " +
-                                 std::to_string(n) + " constants, expected 1 or " +
-                                 std::to_string(o) + " (one per output channel)");
+    BINDERY_EXPECT(s.is_unary || n == 1 || n == o,
+                   "conv2d epilogue step " + str(i) + " (" +
+                       std::string(elementwise_op_name(s.binary)) + ") has " + str(n) +
+                       " constants, expected 1 or " + str(o) + " (one per output channel)");
   }
   Dims out = {x.dims[0], o, kDYNAMIC, kDYNAMIC};
   for (int i = 0; i < 2; ++i) {
     const int64_t in = x.dims[2 + i];
     if (!known(in)) continue;
-    const int64_t k = w.dims[2 + i];
-    const int64_t extent = p.dilation[i] * (k - 1) + 1;
+    const int64_t extent = p.dilation[i] * (w.dims[2 + i] - 1) + 1;
     const int64_t padded = in + 2 * p.padding[i];
-    expect(padded >= extent, "conv2d kernel extent " + std::to_string(extent) + " (kernel " +
-                                 str(w.dims) + ", dilation " + str(p.dilation) +
-                                 ") is larger than the padded input " + std::to_string(padded) +
-                                 " (input " + str(x.dims) + ", padding " + str(p.padding) + ")");
+    BINDERY_EXPECT(padded >= extent, "conv2d kernel extent " + str(extent) + " (kernel " +
+                                         str(w.dims) + ", dilation " + str(p.dilation) +
+                                         ") is larger than the padded input " + str(padded) +
+                                         " (input " + str(x.dims) + ", padding " +
+                                         str(p.padding) + ")");
     out[2 + i] = (padded - extent) / p.stride[i] + 1;
   }
   return {DataType::kFLOAT, out};
@@ -526,10 +517,9 @@ TensorDesc infer_batchnorm(std::span<const TensorDesc> in) {
   const TensorDesc& x = in[0];
   expect_float(x, "batchnorm input");
   expect_min_rank(x, 2, "batchnorm input");
-  static const char* names[] = {"scale", "bias", "mean", "var"};
-  const std::string of = "the channel dim 1 of input " + str(x.dims);
-  for (int i = 0; i < 4; ++i)
-    expect_vector(in[1 + i], x.dims[1], std::string("batchnorm ") + names[i], of);
+  static const char* names[] = {"batchnorm scale", "batchnorm bias", "batchnorm mean",
+                                "batchnorm var"};
+  for (int i = 0; i < 4; ++i) expect_vector(in[1 + i], x.dims[1], names[i], "dim 1", x.dims);
   return {DataType::kFLOAT, x.dims};
 }
 
@@ -541,14 +531,15 @@ TensorDesc infer_pooling(const PoolingParams& p, const TensorDesc& x) {
   expect_pair(p.padding, 0, "pooling padding");
   Dims out = x.dims;
   for (int i = 0; i < 2; ++i) {
-    expect(p.padding[i] < p.window[i], "pooling padding " + str(p.padding) +
-                                           " must be smaller than the window " + str(p.window));
+    BINDERY_EXPECT(p.padding[i] < p.window[i], "pooling padding " + str(p.padding) +
+                                                   " must be smaller than the window " +
+                                                   str(p.window));
     const int64_t in = x.dims[2 + i];
     if (!known(in)) continue;
     const int64_t padded = in + 2 * p.padding[i];
-    expect(padded >= p.window[i], "pooling window " + str(p.window) +
-                                      " is larger than the padded input (input " + str(x.dims) +
-                                      ", padding " + str(p.padding) + ")");
+    BINDERY_EXPECT(padded >= p.window[i], "pooling window " + str(p.window) +
+                                              " is larger than the padded input (input " +
+                                              str(x.dims) + ", padding " + str(p.padding) + ")");
     out[2 + i] = (padded - p.window[i]) / p.stride[i] + 1;
   }
   return {DataType::kFLOAT, out};
@@ -558,31 +549,34 @@ bool is_optional_input(LayerType type, size_t i) {
   return i == 2 && (type == LayerType::kLAYERNORM || type == LayerType::kCONVOLUTION);
 }
 
+std::string arity_text(int lo, int hi) {
+  if (lo == hi) return str(lo);
+  if (hi == INT_MAX) return "at least " + str(lo);
+  return str(lo) + " to " + str(hi);
+}
+
 }  // namespace
 
 std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
                                       std::span<const TensorDesc> inputs) {
   if (type == LayerType::kCONSTANT) return {};
-  const std::string name(layer_type_name(type));
+  const std::string_view name = layer_type_name(type);
   const auto [lo, hi] = input_arity(type);
   const int n = static_cast<int>(inputs.size());
-  expect(n >= lo && n <= hi, name + " takes " +
-                                 (lo == hi ? std::to_string(lo)
-                                  : hi == INT_MAX
-                                      ? "at least " + std::to_string(lo)
-                                      : std::to_string(lo) + " to " + std::to_string(hi)) +
-                                 " inputs, got " + std::to_string(n));
+  BINDERY_EXPECT(n >= lo && n <= hi, std::string(name) + " takes " + arity_text(lo, hi) +
+                                         " inputs, got " + str(n));
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorDesc& d = inputs[i];
-    const std::string what = name + " input " + std::to_string(i);
+    const auto what = [&] { return std::string(name) + " input " + str(i); };
     if (is_absent(d)) {
-      expect(is_optional_input(type, i), what + " is required but absent");
+      BINDERY_EXPECT(is_optional_input(type, i), what() + " is required but absent");
       continue;
     }
     for (int64_t x : d.dims)
-      expect(x >= kDYNAMIC, what + " has invalid dims " + str(d.dims) +
-                                " (expected >= 0, or -1 for dynamic)");
-    expect(d.dtype != DataType::kINT4, what + " is int4 (packed); no layer reads int4 tensors");
+      BINDERY_EXPECT(x >= kDYNAMIC, what() + " has invalid dims " + str(d.dims) +
+                                        " (expected >= 0, or -1 for dynamic)");
+    BINDERY_EXPECT(d.dtype != DataType::kINT4,
+                   what() + " is int4 (packed); no layer reads int4 tensors");
   }
   const auto optional = [&](size_t i) -> const TensorDesc* {
     return i < inputs.size() && !is_absent(inputs[i]) ? &inputs[i] : nullptr;
@@ -592,15 +586,11 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
     case LayerType::kCONSTANT: return {};
     case LayerType::kMATMUL:
       return {infer_matmul(params_as<MatMulParams>(type, params), inputs[0], inputs[1])};
-    case LayerType::kELEMENTWISE: {
-      const auto& p = params_as<ElementwiseParams>(type, params);
+    case LayerType::kELEMENTWISE:
+      params_as<ElementwiseParams>(type, params);
       expect_float(inputs[0], "elementwise input a");
       expect_float(inputs[1], "elementwise input b");
-      return {{DataType::kFLOAT,
-               broadcast(inputs[0].dims, inputs[1].dims,
-                         std::string("elementwise ") + std::string(elementwise_op_name(p.op)) +
-                             " inputs")}};
-    }
+      return {{DataType::kFLOAT, broadcast(inputs[0].dims, inputs[1].dims, "elementwise inputs")}};
     case LayerType::kUNARY:
       params_as<UnaryParams>(type, params);
       expect_float(inputs[0], "unary input");
@@ -616,10 +606,10 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
       return {infer_reduce(params_as<ReduceParams>(type, params), inputs[0])};
     case LayerType::kRMSNORM:
       params_as<NormParams>(type, params);
-      return {infer_norm(type, inputs[0], &inputs[1], nullptr)};
+      return {infer_norm(type, inputs[0], inputs[1], nullptr)};
     case LayerType::kLAYERNORM:
       params_as<NormParams>(type, params);
-      return {infer_norm(type, inputs[0], &inputs[1], optional(2))};
+      return {infer_norm(type, inputs[0], inputs[1], optional(2))};
     case LayerType::kGATHER:
       return {infer_gather(params_as<GatherParams>(type, params), inputs[0], inputs[1])};
     case LayerType::kRESHAPE:
@@ -632,8 +622,9 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
       return {infer_slice(params_as<SliceParams>(type, params), inputs[0])};
     case LayerType::kCAST: {
       const auto& p = params_as<CastParams>(type, params);
-      expect(p.to != DataType::kINT4 && dtype_name(p.to) != "unknown",
-             "cast target must be f32, f16, bf16, i8, u8, i32, i64 or bool, got " + dt(p.to));
+      BINDERY_EXPECT(p.to != DataType::kINT4 && dtype_name(p.to) != "unknown",
+                     "cast target must be f32, f16, bf16, i8, u8, i32, i64 or bool, got " +
+                         dt(p.to));
       return {{p.to, inputs[0].dims}};
     }
     case LayerType::kCONVOLUTION:
@@ -645,7 +636,9 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
     case LayerType::kPOOLING:
       return {infer_pooling(params_as<PoolingParams>(type, params), inputs[0])};
   }
-  fail("unknown layer type " + std::to_string(static_cast<int>(type)));
+  fail("unknown layer type " + str(static_cast<int>(type)));
 }
+
+#undef BINDERY_EXPECT
 
 }  // namespace bindery

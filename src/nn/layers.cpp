@@ -123,8 +123,8 @@ Tensor* LayerNorm::forward(Emitter& em, Tensor* x) {
 
 // ---- Conv2d ----
 
-Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, Dims kernel, Dims stride,
-               Dims padding, Dims dilation, int64_t groups, bool bias, DataType dtype)
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, Dims kernel, Dims stride, Dims padding,
+               Dims dilation, int64_t groups, bool bias, DataType dtype)
     : in_channels_(in_channels), out_channels_(out_channels) {
   check_positive("Conv2d", "in_channels", in_channels);
   check_positive("Conv2d", "out_channels", out_channels);

@@ -207,7 +207,7 @@ const Parameter& Module::parameter(std::string_view name) const {
   return const_cast<Module*>(this)->parameter(name);
 }
 
-Module* Module::find_module(std::string_view name) {
+Module* Module::find_submodule(std::string_view name) {
   Module* m = this;
   while (!name.empty()) {
     const size_t dot = name.find('.');
@@ -219,8 +219,8 @@ Module* Module::find_module(std::string_view name) {
   return m;
 }
 
-Module& Module::module(std::string_view name) {
-  if (Module* m = find_module(name)) return *m;
+Module& Module::submodule(std::string_view name) {
+  if (Module* m = find_submodule(name)) return *m;
   std::vector<std::string> paths;
   for (auto& [path, child] : named_modules())
     if (!path.empty()) paths.push_back(path);
@@ -233,10 +233,9 @@ namespace {
 // Throws one kNOT_FOUND listing every missing name.
 void check_missing(const Module& m, const std::vector<std::string>& missing, size_t total) {
   if (missing.empty()) return;
-  throw Error(ErrorCode::kNOT_FOUND, "load_state into " + describe_module(m) + ": " +
-                                         std::to_string(missing.size()) + " of " +
-                                         std::to_string(total) + " parameters missing: " +
-                                         quoted_list(missing));
+  throw Error(ErrorCode::kNOT_FOUND,
+              "load_state into " + describe_module(m) + ": " + std::to_string(missing.size()) +
+                  " of " + std::to_string(total) + " parameters missing: " + quoted_list(missing));
 }
 
 template <class Value>
@@ -301,17 +300,16 @@ std::vector<std::string> Module::load_state(std::map<std::string, HostTensor> st
 
 Module& ModuleList::operator[](size_t i) const {
   check(i < items_.size(), ErrorCode::kNOT_FOUND,
-        "module list '" + full_name() + "' has " + std::to_string(items_.size()) +
-            " modules, index " + std::to_string(i) + " is out of range");
+        describe_module(*this) + " has " + std::to_string(items_.size()) + " modules, index " +
+            std::to_string(i) + " is out of range");
   return *items_[i];
 }
 
 void ModuleList::throw_wrong_type(size_t i) const {
   const Module& m = (*this)[i];
-  throw Error(ErrorCode::kINVALID_ARGUMENT, "module list '" + full_name() + "': module " +
-                                                std::to_string(i) + " is a " +
-                                                std::string(m.type_name()) +
-                                                ", not the type asked for");
+  throw Error(ErrorCode::kINVALID_ARGUMENT,
+              describe_module(*this) + ": module " + std::to_string(i) + " is a " +
+                  std::string(m.type_name()) + ", not the type asked for");
 }
 
 }  // namespace bindery::nn

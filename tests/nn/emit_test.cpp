@@ -33,8 +33,7 @@ struct Mlp : Module {
 
 // Binds every parameter of `m` to owned zeros.
 void bind_zeros(Module& m) {
-  for (auto& [name, p] : m.named_parameters())
-    p.set_value(HostTensor::zeros(p.dtype(), p.shape()));
+  for (auto& [name, p] : m.named_parameters()) p.set_value(HostTensor::zeros(p.dtype(), p.shape()));
 }
 
 std::vector<LayerType> layer_types(const Network& net) {
@@ -237,12 +236,11 @@ TEST(Emit, NormsEmitTheirLayers) {
   net.mark_output(y);
   EXPECT_EQ(y->dims(), (Dims{2, 3, 8}));
   EXPECT_EQ(layer_types(net),
-            (std::vector<LayerType>{LayerType::kCONSTANT, LayerType::kRMSNORM,
-                                    LayerType::kCONSTANT, LayerType::kCONSTANT,
-                                    LayerType::kLAYERNORM, LayerType::kCONSTANT,
-                                    LayerType::kLAYERNORM}));
-  EXPECT_EQ(net.weights_names(), (std::vector<std::string>{"rms.weight", "ln.weight", "ln.bias",
-                                                           "ln_nb.weight"}));
+            (std::vector<LayerType>{LayerType::kCONSTANT, LayerType::kRMSNORM, LayerType::kCONSTANT,
+                                    LayerType::kCONSTANT, LayerType::kLAYERNORM,
+                                    LayerType::kCONSTANT, LayerType::kLAYERNORM}));
+  EXPECT_EQ(net.weights_names(),
+            (std::vector<std::string>{"rms.weight", "ln.weight", "ln.bias", "ln_nb.weight"}));
   EXPECT_FLOAT_EQ(std::get<NormParams>(rms->forward(em, x)->producer()->params()).epsilon, 1e-6f);
   EXPECT_EQ(y->producer()->input(2), nullptr);
   EXPECT_EQ(y->producer()->name(), "ln_nb.layer_norm");
@@ -280,7 +278,7 @@ TEST(Emit, LinearRejectsWrongInputWidthNamingTheModule) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kSHAPE_MISMATCH);
     EXPECT_EQ(std::string(e.what()),
-              "Linear 'fc1': input 'x' [2, 7] has last dim 7, expected 8");
+              "kSHAPE_MISMATCH: Linear 'fc1': input 'x' [2, 7] has last dim 7, expected 8");
   }
 }
 

@@ -1,5 +1,7 @@
 // nn::Module / ModuleList: naming, nesting, lookup, tying and load_state.
 
+#include "bindery/nn/module.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,14 +13,15 @@
 #include "bindery/error.h"
 #include "bindery/logging.h"
 #include "bindery/nn/layers.h"
-#include "bindery/nn/module.h"
 
 namespace bindery::nn {
 namespace {
 
 // A small decoder-shaped tree: embed, layers.{0,1}.{attn.qkv, norm}, norm, lm_head.
 struct Attention : Module {
-  explicit Attention(int64_t d) { qkv = register_module("qkv", std::make_unique<Linear>(d, 3 * d)); }
+  explicit Attention(int64_t d) {
+    qkv = register_module("qkv", std::make_unique<Linear>(d, 3 * d));
+  }
   Linear* qkv;
 };
 struct Block : Module {
@@ -87,7 +90,8 @@ TEST(Module, NamedParametersAreDottedPathsInRegistrationOrder) {
 TEST(Module, NamedModulesArePreorderWithRootFirst) {
   Decoder m(10, 4, 1);
   std::vector<std::string> names;
-  for (auto& [name, mod] : m.named_modules()) names.push_back(name + ":" + std::string(mod.type_name()));
+  for (auto& [name, mod] : m.named_modules())
+    names.push_back(name + ":" + std::string(mod.type_name()));
   EXPECT_EQ(names, (std::vector<std::string>{":Module", "embed:Embedding", "layers:ModuleList",
                                              "layers.0:Module", "layers.0.attn:Module",
                                              "layers.0.attn.qkv:Linear", "layers.0.norm:RmsNorm",
@@ -106,8 +110,8 @@ TEST(Module, SubmoduleNamesAreRelativeButParameterNamesAreFull) {
   EXPECT_EQ(names_of(block.named_parameters()),
             (std::vector<std::string>{"attn.qkv.weight", "attn.qkv.bias", "norm.weight"}));
   EXPECT_EQ(block.parameter("attn.qkv.weight").name(), "layers.1.attn.qkv.weight");
-  EXPECT_EQ(&block.module("attn.qkv"), &m.module("layers.1.attn.qkv"));
-  EXPECT_EQ(&m.module(""), &m);
+  EXPECT_EQ(&block.submodule("attn.qkv"), &m.submodule("layers.1.attn.qkv"));
+  EXPECT_EQ(&m.submodule(""), &m);
 }
 
 TEST(Module, ModuleListNamesChildrenByIndex) {
@@ -167,7 +171,7 @@ TEST(Module, LookupNotFoundNamesItAndClosestNames) {
   EXPECT_EQ(m.find_parameter("layers.0.attn"), nullptr);  // a module, not a parameter
   EXPECT_EQ(m.find_parameter("layers.0.attn.qkv.weight.x"), nullptr);
   try {
-    (void)m.module("layers.2");
+    (void)m.submodule("layers.2");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kNOT_FOUND);
@@ -201,7 +205,7 @@ TEST(Module, LoadStateListsAllMissingNamesAndBindsNothing) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kNOT_FOUND);
     EXPECT_EQ(std::string(e.what()),
-              "load_state into root module (Module): 3 of 9 parameters missing: "
+              "kNOT_FOUND: load_state into root module (Module): 3 of 9 parameters missing: "
               "'layers.0.norm.weight', 'layers.1.attn.qkv.bias', 'lm_head.weight'");
   }
   for (auto& [name, p] : m.named_parameters()) EXPECT_FALSE(p.has_value()) << name;
@@ -237,7 +241,8 @@ TEST(Module, LoadStateIsAllOrNothingOnShapeMismatch) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kSHAPE_MISMATCH);
     EXPECT_EQ(std::string(e.what()),
-              "parameter 'layers.1.attn.qkv.weight': expected f32[12, 4], got f32[4, 12]");
+              "kSHAPE_MISMATCH: parameter 'layers.1.attn.qkv.weight': expected f32[12, 4], got "
+              "f32[4, 12]");
   }
   for (auto& [name, p] : m.named_parameters()) EXPECT_FALSE(p.has_value()) << name;
 }
@@ -293,7 +298,8 @@ TEST(Module, TiedParameterIsAnAliasNotListedTwice) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kSHAPE_MISMATCH);
-    EXPECT_EQ(std::string(e.what()), "parameter 'norm.weight': expected f32[4], got f32[3, 3]");
+    EXPECT_EQ(std::string(e.what()),
+              "kSHAPE_MISMATCH: parameter 'norm.weight': expected f32[4], got f32[3, 3]");
   }
 }
 

@@ -1,5 +1,7 @@
 // nn::Parameter: binding borrowed and owned values, and the errors that name the parameter.
 
+#include "bindery/nn/parameter.h"
+
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -8,12 +10,11 @@
 #include "bindery/error.h"
 #include "bindery/nn/layers.h"
 #include "bindery/nn/module.h"
-#include "bindery/nn/parameter.h"
 
 namespace bindery::nn {
 namespace {
 
-// Expects `fn` to throw Error(code) with exactly `message`.
+// Expects `fn` to throw Error(code) whose what() is exactly "<code name>: <message>".
 template <class Fn>
 void expect_error(Fn&& fn, ErrorCode code, const std::string& message) {
   try {
@@ -21,7 +22,7 @@ void expect_error(Fn&& fn, ErrorCode code, const std::string& message) {
     FAIL() << "expected " << error_code_name(code);
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_EQ(std::string(e.what()), message);
+    EXPECT_EQ(std::string(e.what()), std::string(error_code_name(code)) + ": " + message);
   }
 }
 
@@ -91,9 +92,12 @@ TEST(Parameter, RejectsWrongShapeNamingFullDottedName) {
   Parameter& w = m.parameter("layers.0.attn.qkv.weight");
   EXPECT_EQ(w.name(), "layers.0.attn.qkv.weight");
   std::vector<float> data(32);
-  expect_error([&] { w.set_value(Weights(DataType::kFLOAT, {8, 4}, data.data())); },
-               ErrorCode::kSHAPE_MISMATCH,
-               "parameter 'layers.0.attn.qkv.weight': expected f32[4, 8], got f32[8, 4]");
+  expect_error(
+      [&] {
+        w.set_value(Weights(DataType::kFLOAT, {8, 4}, data.data()));
+      },
+      ErrorCode::kSHAPE_MISMATCH,
+      "parameter 'layers.0.attn.qkv.weight': expected f32[4, 8], got f32[8, 4]");
   expect_error([&] { w.set_value(HostTensor::zeros(DataType::kFLOAT, {32})); },
                ErrorCode::kSHAPE_MISMATCH,
                "parameter 'layers.0.attn.qkv.weight': expected f32[4, 8], got f32[32]");
@@ -103,9 +107,12 @@ TEST(Parameter, RejectsWrongShapeNamingFullDottedName) {
 TEST(Parameter, RejectsWrongDtypeNamingFullDottedName) {
   Model m;
   Parameter& w = m.parameter("layers.0.attn.qkv.weight");
-  expect_error([&] { w.set_value(HostTensor::zeros(DataType::kBF16, {4, 8})); },
-               ErrorCode::kDTYPE_MISMATCH,
-               "parameter 'layers.0.attn.qkv.weight': expected f32[4, 8], got bf16[4, 8]");
+  expect_error(
+      [&] {
+        w.set_value(HostTensor::zeros(DataType::kBF16, {4, 8}));
+      },
+      ErrorCode::kDTYPE_MISMATCH,
+      "parameter 'layers.0.attn.qkv.weight': expected f32[4, 8], got bf16[4, 8]");
 }
 
 TEST(Parameter, FailedBindLeavesPreviousValue) {

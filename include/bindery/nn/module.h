@@ -92,8 +92,8 @@ class Module {
   /// have its dtype and shape (Error(kDTYPE_MISMATCH / kSHAPE_MISMATCH) otherwise). A tied name is
   /// an alias: named_parameters() and load_state() skip it (the owner lists and binds the
   /// parameter), and emission adds the shared constant once, under the owner's name. `target`
-  /// is borrowed and must outlive this module. Throws Error(kINVALID_ARGUMENT) for a bad name or a
-  /// name used by a child module. Returns `target`.
+  /// is borrowed and must outlive this module. References to a replaced parameter dangle. Throws
+  /// Error(kINVALID_ARGUMENT) for a bad name or a name used by a child module. Returns `target`.
   Parameter& tie_parameter(std::string name, Parameter& target);
 
   /// Sets the refittable flag of every parameter this module (and its descendants) own.
@@ -120,8 +120,8 @@ class Module {
   const Parameter* find_parameter(std::string_view name) const;
   /// The descendant module at dotted path `name` ("" is this module). Throws Error(kNOT_FOUND)
   /// naming it and the closest module paths.
-  Module& module(std::string_view name);
-  Module* find_module(std::string_view name);
+  Module& submodule(std::string_view name);
+  Module* find_submodule(std::string_view name);
 
   // ---- binding values ----
   /// Binds every parameter of named_parameters() to `state[name]` (borrowed views: see

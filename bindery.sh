@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./bindery.sh demo    install what is needed, build, run the main job
+#   ./bindery.sh test    install what is needed, build, run the whole test suite
+#   ./bindery.sh build   install and build only
+# BUILD_DIR (default build) and JOBS (default: all cores) may be set in the environment.
+set -euo pipefail
+cd "$(dirname "$0")"
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+
+setup() {
+  ./scripts/install_deps.sh
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+}
+
+case "${1:-demo}" in
+  build) setup ;;
+  demo)
+    setup
+    "$BUILD_DIR/bindery" example
+    ;;
+  test)
+    setup
+    cd "$BUILD_DIR"
+    ctest --output-on-failure -j "$JOBS" --timeout 600
+    ;;
+  *)
+    echo "usage: $0 [demo|test|build]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,15 @@
+#pragma once
+// The `bindery` CLI's subcommands. Each registers its options on the app and returns the
+// function that runs it (exit code).
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace bindery::cli {
+
+using Command = std::function<int()>;
+
+Command add_inspect(CLI::App& app);
+Command add_example(CLI::App& app);
+
+}  // namespace bindery::cli

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Fuzzes plan loading: builds tests/fuzz/plan_load_fuzzer (clang, libFuzzer + ASan + UBSan) in
+# build-fuzz and runs it for the given number of seconds (default 600) with one worker.
+#
+#   tools/fuzz_plan.sh [seconds]
+#
+# New inputs are collected in a scratch directory during the run and merged into the committed
+# corpus (tests/fuzz/corpus/plan_load) only at the end, with -merge=1, which keeps just the
+# inputs that add coverage. Crashes are written to build-fuzz/plan_load_artifacts/; turn each
+# into a unit test in tests/plan/ before fixing it. Exit status: the fuzzer's (non-zero on a
+# crash, in which case nothing is merged).
+set -euo pipefail
+
+seconds=${1:-600}
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$root/build-fuzz
+corpus=$root/tests/fuzz/corpus/plan_load
+artifacts=$build/plan_load_artifacts
+
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DBINDERY_BUILD_FUZZERS=ON -DBINDERY_BUILD_TESTS=ON -DBINDERY_BUILD_BENCH=OFF >/dev/null
+cmake --build "$build" -j2 --target plan_load_fuzzer
+
+fuzzer=$build/tests/fuzz/plan_load_fuzzer
+mkdir -p "$corpus" "$artifacts"
+scratch=$(mktemp -d "$build/plan_load_new.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+
+# The first directory receives new inputs; the committed corpus is only read.
+status=0
+"$fuzzer" -max_len=65536 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+  -print_final_stats=1 -artifact_prefix="$artifacts/" "$scratch" "$corpus" || status=$?
+
+if [[ $status -eq 0 ]]; then
+  "$fuzzer" -merge=1 -max_len=65536 "$corpus" "$scratch"
+fi
+echo "corpus: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
+exit $status
