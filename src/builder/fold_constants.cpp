@@ -78,7 +78,7 @@ void fold_constants(BuildState& s) {
     }
     if (!all_weights || n.outputs.size() != 1) continue;
     std::vector<TensorDesc> in_descs;
-    for (int t : n.inputs) in_descs.push_back(t < 0 ? TensorDesc{} : s.graph.tensors[t].desc);
+    for (int t : n.inputs) in_descs.push_back(t < 0 ? kABSENT_DESC : s.graph.tensors[t].desc);
     const TensorDesc out = s.graph.tensors[n.outputs[0]].desc;
     if (is_dynamic(out.dims)) continue;
 

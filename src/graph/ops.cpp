@@ -251,14 +251,14 @@ void expect_vector(const TensorDesc& d, int64_t channels, const char* what, cons
                    const Dims& input) {
   expect_float(d, what);
   BINDERY_EXPECT(d.dims.size() == 1 && agree(d.dims[0], channels),
-                 std::string(what) + " must be 1-D [" + str(channels) + "] (" + of +
-                     " of input " + str(input) + "), got " + str(d.dims));
+                 std::string(what) + " must be 1-D [" + str(channels) + "] (" + of + " of input " +
+                     str(input) + "), got " + str(d.dims));
 }
 
 /// Spatial parameter vector with exactly 2 entries, each >= `min`.
 void expect_pair(const Dims& v, int64_t min, const char* what) {
-  BINDERY_EXPECT(v.size() == 2, std::string(what) + " must have 2 entries, got " +
-                                    str(v.size()) + " " + str(v));
+  BINDERY_EXPECT(v.size() == 2,
+                 std::string(what) + " must have 2 entries, got " + str(v.size()) + " " + str(v));
   BINDERY_EXPECT(v[0] >= min && v[1] >= min,
                  std::string(what) + " entries must be >= " + str(min) + ", got " + str(v));
 }
@@ -273,11 +273,10 @@ TensorDesc infer_matmul(const MatMulParams& p, const TensorDesc& a, const Tensor
   const int64_t ka = p.transpose_a ? a.dims[ra - 2] : a.dims[ra - 1];
   const int64_t kb = p.transpose_b ? b.dims[rb - 1] : b.dims[rb - 2];
   const int64_t n = p.transpose_b ? b.dims[rb - 2] : b.dims[rb - 1];
-  BINDERY_EXPECT(agree(ka, kb), "matmul inner dims differ: a is " + str(a.dims) +
-                                    (p.transpose_a ? " (transposed)" : "") + " (K=" + str(ka) +
-                                    "), b is " + str(b.dims) +
-                                    (p.transpose_b ? " (transposed)" : "") + " (K=" + str(kb) +
-                                    ")");
+  BINDERY_EXPECT(agree(ka, kb),
+                 "matmul inner dims differ: a is " + str(a.dims) +
+                     (p.transpose_a ? " (transposed)" : "") + " (K=" + str(ka) + "), b is " +
+                     str(b.dims) + (p.transpose_b ? " (transposed)" : "") + " (K=" + str(kb) + ")");
   Dims out = broadcast(Dims(a.dims.begin(), a.dims.end() - 2),
                        Dims(b.dims.begin(), b.dims.end() - 2), "matmul batch dims");
   out.push_back(m);
@@ -311,8 +310,7 @@ TensorDesc infer_norm(LayerType type, const TensorDesc& x, const TensorDesc& wei
   expect_float(x, rms ? "rmsnorm input" : "layernorm input");
   expect_min_rank(x, 1, rms ? "rmsnorm input" : "layernorm input");
   const int64_t last = x.dims.back();
-  expect_vector(weight, last, rms ? "rmsnorm weight" : "layernorm weight", "the last dim",
-                x.dims);
+  expect_vector(weight, last, rms ? "rmsnorm weight" : "layernorm weight", "the last dim", x.dims);
   if (bias) expect_vector(*bias, last, "layernorm bias", "the last dim", x.dims);
   return {DataType::kFLOAT, x.dims};
 }
@@ -380,9 +378,9 @@ TensorDesc infer_reshape(const ReshapeParams& p, const TensorDesc& x) {
       out[infer_at] = in_count / out_count;
     }
   } else if (in_known) {
-    BINDERY_EXPECT(in_count == out_count, "reshape changes the element count: input " +
-                                              str(in) + " has " + str(in_count) + ", shape " +
-                                              str(shape) + " has " + str(out_count));
+    BINDERY_EXPECT(in_count == out_count, "reshape changes the element count: input " + str(in) +
+                                              " has " + str(in_count) + ", shape " + str(shape) +
+                                              " has " + str(out_count));
   }
   return {x.dtype, out};
 }
@@ -390,8 +388,8 @@ TensorDesc infer_reshape(const ReshapeParams& p, const TensorDesc& x) {
 TensorDesc infer_transpose(const TransposeParams& p, const TensorDesc& x) {
   const size_t rank = x.dims.size();
   BINDERY_EXPECT(p.perm.size() == rank, "transpose perm has " + str(p.perm.size()) +
-                                            " entries, the input " + str(x.dims) +
-                                            " has rank " + str(rank));
+                                            " entries, the input " + str(x.dims) + " has rank " +
+                                            str(rank));
   std::vector<bool> seen(rank, false);
   Dims out(rank);
   for (size_t i = 0; i < rank; ++i) {
@@ -412,8 +410,8 @@ TensorDesc infer_concat(const ConcatParams& p, std::span<const TensorDesc> in) {
   Dims out = first.dims;
   for (size_t i = 1; i < in.size(); ++i) {
     const TensorDesc& t = in[i];
-    BINDERY_EXPECT(t.dtype == first.dtype, "concat input " + str(i) + " has dtype " +
-                                               dt(t.dtype) + ", input 0 has " + dt(first.dtype));
+    BINDERY_EXPECT(t.dtype == first.dtype, "concat input " + str(i) + " has dtype " + dt(t.dtype) +
+                                               ", input 0 has " + dt(first.dtype));
     BINDERY_EXPECT(t.dims.size() == first.dims.size(),
                    "concat input " + str(i) + " " + str(t.dims) +
                        " has a different rank than input 0 " + str(first.dims));
@@ -422,10 +420,10 @@ TensorDesc infer_concat(const ConcatParams& p, std::span<const TensorDesc> in) {
         out[d] = known(out[d]) && known(t.dims[d]) ? out[d] + t.dims[d] : kDYNAMIC;
         continue;
       }
-      BINDERY_EXPECT(agree(out[d], t.dims[d]),
-                     "concat input " + str(i) + " " + str(t.dims) + " differs from input 0 " +
-                         str(first.dims) + " in dim " + str(d) + " (only axis " + str(axis) +
-                         " may differ)");
+      BINDERY_EXPECT(agree(out[d], t.dims[d]), "concat input " + str(i) + " " + str(t.dims) +
+                                                   " differs from input 0 " + str(first.dims) +
+                                                   " in dim " + str(d) + " (only axis " +
+                                                   str(axis) + " may differ)");
       out[d] = pick_known(out[d], t.dims[d]);
     }
   }
@@ -459,8 +457,7 @@ TensorDesc infer_slice(const SliceParams& p, const TensorDesc& x) {
     const int64_t last = start + (size - 1) * stride;
     BINDERY_EXPECT(!known(dim) || size == 0 || last < dim,
                    "slice reads index " + str(last) + " (start " + str(start) + ", size " +
-                       str(size) + ", stride " + str(stride) + ") past the end " + str(dim) +
-                       at());
+                       str(size) + ", stride " + str(stride) + ") past the end " + str(dim) + at());
   }
   return {x.dtype, out};
 }
@@ -506,8 +503,8 @@ TensorDesc infer_conv(const ConvParams& p, const TensorDesc& x, const TensorDesc
     BINDERY_EXPECT(padded >= extent, "conv2d kernel extent " + str(extent) + " (kernel " +
                                          str(w.dims) + ", dilation " + str(p.dilation) +
                                          ") is larger than the padded input " + str(padded) +
-                                         " (input " + str(x.dims) + ", padding " +
-                                         str(p.padding) + ")");
+                                         " (input " + str(x.dims) + ", padding " + str(p.padding) +
+                                         ")");
     out[2 + i] = (padded - extent) / p.stride[i] + 1;
   }
   return {DataType::kFLOAT, out};
@@ -531,9 +528,9 @@ TensorDesc infer_pooling(const PoolingParams& p, const TensorDesc& x) {
   expect_pair(p.padding, 0, "pooling padding");
   Dims out = x.dims;
   for (int i = 0; i < 2; ++i) {
-    BINDERY_EXPECT(p.padding[i] < p.window[i], "pooling padding " + str(p.padding) +
-                                                   " must be smaller than the window " +
-                                                   str(p.window));
+    BINDERY_EXPECT(
+        p.padding[i] < p.window[i],
+        "pooling padding " + str(p.padding) + " must be smaller than the window " + str(p.window));
     const int64_t in = x.dims[2 + i];
     if (!known(in)) continue;
     const int64_t padded = in + 2 * p.padding[i];
@@ -563,8 +560,8 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
   const std::string_view name = layer_type_name(type);
   const auto [lo, hi] = input_arity(type);
   const int n = static_cast<int>(inputs.size());
-  BINDERY_EXPECT(n >= lo && n <= hi, std::string(name) + " takes " + arity_text(lo, hi) +
-                                         " inputs, got " + str(n));
+  BINDERY_EXPECT(n >= lo && n <= hi,
+                 std::string(name) + " takes " + arity_text(lo, hi) + " inputs, got " + str(n));
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorDesc& d = inputs[i];
     const auto what = [&] { return std::string(name) + " input " + str(i); };
@@ -616,20 +613,17 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
       return {infer_reshape(params_as<ReshapeParams>(type, params), inputs[0])};
     case LayerType::kTRANSPOSE:
       return {infer_transpose(params_as<TransposeParams>(type, params), inputs[0])};
-    case LayerType::kCONCAT:
-      return {infer_concat(params_as<ConcatParams>(type, params), inputs)};
-    case LayerType::kSLICE:
-      return {infer_slice(params_as<SliceParams>(type, params), inputs[0])};
+    case LayerType::kCONCAT: return {infer_concat(params_as<ConcatParams>(type, params), inputs)};
+    case LayerType::kSLICE: return {infer_slice(params_as<SliceParams>(type, params), inputs[0])};
     case LayerType::kCAST: {
       const auto& p = params_as<CastParams>(type, params);
-      BINDERY_EXPECT(p.to != DataType::kINT4 && dtype_name(p.to) != "unknown",
-                     "cast target must be f32, f16, bf16, i8, u8, i32, i64 or bool, got " +
-                         dt(p.to));
+      BINDERY_EXPECT(
+          p.to != DataType::kINT4 && dtype_name(p.to) != "unknown",
+          "cast target must be f32, f16, bf16, i8, u8, i32, i64 or bool, got " + dt(p.to));
       return {{p.to, inputs[0].dims}};
     }
     case LayerType::kCONVOLUTION:
-      return {
-          infer_conv(params_as<ConvParams>(type, params), inputs[0], inputs[1], optional(2))};
+      return {infer_conv(params_as<ConvParams>(type, params), inputs[0], inputs[1], optional(2))};
     case LayerType::kBATCHNORM:
       params_as<BatchNormParams>(type, params);
       return {infer_batchnorm(inputs)};

@@ -610,7 +610,11 @@ void validate_params(const LayerParams& params, const std::string& path) {
       fail(path, "start, size and stride (when given) need one entry per input dim; found " +
                      std::to_string(p->start.size()) + ", " + std::to_string(p->size.size()) +
                      " and " + std::to_string(p->stride.size()));
-    check_non_negative(p->size, join(path, "size"));
+    // size kDYNAMIC (-1) means "to the end of that dim" (see SliceParams).
+    for (size_t i = 0; i < p->size.size(); ++i)
+      if (p->size[i] < kDYNAMIC)
+        fail(at_index(join(path, "size"), i), "expected a size >= 0 or -1 (to the end), found " +
+                                                  std::to_string(p->size[i]));
     for (size_t i = 0; i < p->stride.size(); ++i)
       if (p->stride[i] == 0) fail(at_index(join(path, "stride"), i), "expected a non-zero stride");
   } else if (const auto* p = std::get_if<ConvParams>(&params)) {

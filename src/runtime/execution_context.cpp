@@ -89,7 +89,7 @@ void ExecutionContext::Impl::run() {
     in.clear();
     in_descs.clear();
     for (int t : n.inputs) {
-      in_descs.push_back(t < 0 ? TensorDesc{} : descs[t]);
+      in_descs.push_back(t < 0 ? kABSENT_DESC : descs[t]);
       in.push_back(t < 0 ? cpu::TensorRef{} : cpu::TensorRef{descs[t].dtype, descs[t].dims, data[t]});
     }
     std::vector<TensorDesc> od;

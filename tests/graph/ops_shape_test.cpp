@@ -104,9 +104,8 @@ TEST(OpsShape, MatmulBroadcastsBatchDimsAndAppliesTransposes) {
             (Dims{2, 5}));
   EXPECT_EQ(infer1(LayerType::kMATMUL, MatMulParams{false, true}, {f32({2, 3}), f32({5, 3})}).dims,
             (Dims{2, 5}));
-  EXPECT_EQ(
-      infer1(LayerType::kMATMUL, MatMulParams{}, {f32({4, 1, 2, 3}), f32({6, 3, 5})}).dims,
-      (Dims{4, 6, 2, 5}));
+  EXPECT_EQ(infer1(LayerType::kMATMUL, MatMulParams{}, {f32({4, 1, 2, 3}), f32({6, 3, 5})}).dims,
+            (Dims{4, 6, 2, 5}));
   EXPECT_EQ(infer1(LayerType::kMATMUL, MatMulParams{}, {f32({7, 2, 3}), f32({3, 5})}).dims,
             (Dims{7, 2, 5}));
 }
@@ -162,8 +161,8 @@ TEST(OpsShape, ElementwiseRejectsIncompatibleShapes) {
 }
 
 TEST(OpsShape, UnaryKeepsDimsAndComputesFloat) {
-  const auto out = infer1(LayerType::kUNARY, UnaryParams{UnaryOp::kSILU},
-                          {of(DataType::kBF16, {D, 7})});
+  const auto out =
+      infer1(LayerType::kUNARY, UnaryParams{UnaryOp::kSILU}, {of(DataType::kBF16, {D, 7})});
   EXPECT_EQ(out.dtype, DataType::kFLOAT);
   EXPECT_EQ(out.dims, (Dims{D, 7}));
   expect_invalid(LayerType::kUNARY, UnaryParams{}, {of(DataType::kBOOL, {2})}, {"bool"});
@@ -178,25 +177,23 @@ TEST(OpsShape, SoftmaxChecksAxis) {
 }
 
 TEST(OpsShape, ReduceDropsOrKeepsReducedAxes) {
-  EXPECT_EQ(infer1(LayerType::kREDUCE, ReduceParams{ReduceOp::kSUM, {1}, false},
-                   {f32({2, 3, 4})})
-                .dims,
-            (Dims{2, 4}));
-  EXPECT_EQ(infer1(LayerType::kREDUCE, ReduceParams{ReduceOp::kAVG, {-1, 0}, true},
-                   {f32({D, 3, 4})})
-                .dims,
-            (Dims{1, 3, 1}));
   EXPECT_EQ(
-      infer1(LayerType::kREDUCE, ReduceParams{ReduceOp::kMAX, {0, 1}, false}, {f32({2, 3})})
+      infer1(LayerType::kREDUCE, ReduceParams{ReduceOp::kSUM, {1}, false}, {f32({2, 3, 4})}).dims,
+      (Dims{2, 4}));
+  EXPECT_EQ(
+      infer1(LayerType::kREDUCE, ReduceParams{ReduceOp::kAVG, {-1, 0}, true}, {f32({D, 3, 4})})
           .dims,
+      (Dims{1, 3, 1}));
+  EXPECT_EQ(
+      infer1(LayerType::kREDUCE, ReduceParams{ReduceOp::kMAX, {0, 1}, false}, {f32({2, 3})}).dims,
       (Dims{}));
 }
 
 TEST(OpsShape, ReduceRejectsBadAxes) {
   expect_invalid(LayerType::kREDUCE, ReduceParams{ReduceOp::kSUM, {3}, false}, {f32({2, 3})},
                  {"reduce axis 3", "rank 2"});
-  expect_invalid(LayerType::kREDUCE, ReduceParams{ReduceOp::kSUM, {1, -1}, false},
-                 {f32({2, 3})}, {"listed twice"});
+  expect_invalid(LayerType::kREDUCE, ReduceParams{ReduceOp::kSUM, {1, -1}, false}, {f32({2, 3})},
+                 {"listed twice"});
   expect_invalid(LayerType::kREDUCE, ReduceParams{ReduceOp::kSUM, {}, false}, {f32({2, 3})},
                  {"at least one axis"});
 }
@@ -204,11 +201,9 @@ TEST(OpsShape, ReduceRejectsBadAxes) {
 // ---- norms ----
 
 TEST(OpsShape, RmsNormChecksWeightAgainstLastDim) {
-  EXPECT_EQ(infer1(LayerType::kRMSNORM, NormParams{}, {f32({D, 8}), of(DataType::kBF16, {8})})
-                .dims,
+  EXPECT_EQ(infer1(LayerType::kRMSNORM, NormParams{}, {f32({D, 8}), of(DataType::kBF16, {8})}).dims,
             (Dims{D, 8}));
-  EXPECT_EQ(infer1(LayerType::kRMSNORM, NormParams{}, {f32({2, D}), f32({8})}).dims,
-            (Dims{2, D}));
+  EXPECT_EQ(infer1(LayerType::kRMSNORM, NormParams{}, {f32({2, D}), f32({8})}).dims, (Dims{2, D}));
   expect_invalid(LayerType::kRMSNORM, NormParams{}, {f32({2, 8}), f32({4})},
                  {"rmsnorm weight", "[8]", "got [4]"});
   expect_invalid(LayerType::kRMSNORM, NormParams{}, {f32({2, 8}), f32({1, 8})},
@@ -218,9 +213,8 @@ TEST(OpsShape, RmsNormChecksWeightAgainstLastDim) {
 TEST(OpsShape, LayerNormBiasIsOptional) {
   EXPECT_EQ(infer1(LayerType::kLAYERNORM, NormParams{}, {f32({3, 8}), f32({8})}).dims,
             (Dims{3, 8}));
-  EXPECT_EQ(
-      infer1(LayerType::kLAYERNORM, NormParams{}, {f32({3, 8}), f32({8}), kABSENT_DESC}).dims,
-      (Dims{3, 8}));
+  EXPECT_EQ(infer1(LayerType::kLAYERNORM, NormParams{}, {f32({3, 8}), f32({8}), kABSENT_DESC}).dims,
+            (Dims{3, 8}));
   EXPECT_EQ(infer1(LayerType::kLAYERNORM, NormParams{}, {f32({3, 8}), f32({8}), f32({8})}).dims,
             (Dims{3, 8}));
   expect_invalid(LayerType::kLAYERNORM, NormParams{}, {f32({3, 8}), f32({8}), f32({3})},
@@ -247,9 +241,9 @@ TEST(OpsShape, GatherSplicesIndexDimsIntoData) {
 TEST(OpsShape, ReshapeCopiesZerosAndInfersMinusOne) {
   EXPECT_EQ(infer1(LayerType::kRESHAPE, ReshapeParams{{0, -1}}, {f32({2, 3, 4})}).dims,
             (Dims{2, 12}));
-  EXPECT_EQ(infer1(LayerType::kRESHAPE, ReshapeParams{{4, 6}}, {of(DataType::kHALF, {2, 12})})
-                .dtype,
-            DataType::kHALF);
+  EXPECT_EQ(
+      infer1(LayerType::kRESHAPE, ReshapeParams{{4, 6}}, {of(DataType::kHALF, {2, 12})}).dtype,
+      DataType::kHALF);
   // Dynamic dims copied by 0 cancel out, so -1 is still inferred.
   EXPECT_EQ(infer1(LayerType::kRESHAPE, ReshapeParams{{0, 0, 4, -1}}, {f32({D, D, 32})}).dims,
             (Dims{D, D, 4, 8}));
@@ -265,15 +259,13 @@ TEST(OpsShape, ReshapeRejectsBadShapes) {
                  {"more than one -1"});
   expect_invalid(LayerType::kRESHAPE, ReshapeParams{{-1, 5}}, {f32({2, 12})},
                  {"cannot infer -1", "24", "5"});
-  expect_invalid(LayerType::kRESHAPE, ReshapeParams{{-3, 8}}, {f32({2, 12})},
-                 {"invalid dim -3"});
+  expect_invalid(LayerType::kRESHAPE, ReshapeParams{{-3, 8}}, {f32({2, 12})}, {"invalid dim -3"});
   expect_invalid(LayerType::kRESHAPE, ReshapeParams{{0, 0, 0}}, {f32({2, 12})},
                  {"copies dim 2", "rank 2"});
 }
 
 TEST(OpsShape, TransposePermutesDims) {
-  EXPECT_EQ(infer1(LayerType::kTRANSPOSE, TransposeParams{{0, 2, 1, 3}}, {f32({D, 5, 4, 8})})
-                .dims,
+  EXPECT_EQ(infer1(LayerType::kTRANSPOSE, TransposeParams{{0, 2, 1, 3}}, {f32({D, 5, 4, 8})}).dims,
             (Dims{D, 4, 5, 8}));
   expect_invalid(LayerType::kTRANSPOSE, TransposeParams{{0, 0, 1}}, {f32({1, 2, 3})},
                  {"not a permutation", "entry 1 is 0"});
@@ -282,9 +274,9 @@ TEST(OpsShape, TransposePermutesDims) {
 }
 
 TEST(OpsShape, ConcatSumsAxisAndMatchesOtherDims) {
-  EXPECT_EQ(infer1(LayerType::kCONCAT, ConcatParams{-1}, {f32({2, 3}), f32({2, 5}), f32({2, 1})})
-                .dims,
-            (Dims{2, 9}));
+  EXPECT_EQ(
+      infer1(LayerType::kCONCAT, ConcatParams{-1}, {f32({2, 3}), f32({2, 5}), f32({2, 1})}).dims,
+      (Dims{2, 9}));
   EXPECT_EQ(infer1(LayerType::kCONCAT, ConcatParams{0}, {f32({D, 3}), f32({2, D})}).dims,
             (Dims{D, 3}));
   EXPECT_EQ(infer1(LayerType::kCONCAT, ConcatParams{0}, {of(DataType::kINT8, {4})}).dtype,
@@ -302,10 +294,9 @@ TEST(OpsShape, SliceTakesSizesStridesAndToTheEnd) {
   EXPECT_EQ(infer1(LayerType::kSLICE, SliceParams{{1, 0}, {3, 2}, {2, 1}}, {f32({7, 5})}).dims,
             (Dims{3, 2}));
   // size -1: to the end (ceil((dim - start) / stride)); dynamic dims stay dynamic.
-  EXPECT_EQ(infer1(LayerType::kSLICE, SliceParams{{0, 0, 4}, {-1, -1, 4}, {}},
-                   {f32({D, 6, 12})})
-                .dims,
-            (Dims{D, 6, 4}));
+  EXPECT_EQ(
+      infer1(LayerType::kSLICE, SliceParams{{0, 0, 4}, {-1, -1, 4}, {}}, {f32({D, 6, 12})}).dims,
+      (Dims{D, 6, 4}));
   EXPECT_EQ(infer1(LayerType::kSLICE, SliceParams{{1}, {-1}, {2}}, {f32({6})}).dims, (Dims{3}));
 }
 
@@ -316,8 +307,7 @@ TEST(OpsShape, SliceRejectsOutOfBoundsAndBadParams) {
                  {"stride must be >= 1"});
   expect_invalid(LayerType::kSLICE, SliceParams{{0}, {2, 2}, {}}, {f32({4})},
                  {"one entry per input dim"});
-  expect_invalid(LayerType::kSLICE, SliceParams{{-1}, {2}, {}}, {f32({4})},
-                 {"start must be >= 0"});
+  expect_invalid(LayerType::kSLICE, SliceParams{{-1}, {2}, {}}, {f32({4})}, {"start must be >= 0"});
 }
 
 TEST(OpsShape, CastGivesTargetDtype) {
@@ -340,9 +330,9 @@ TEST(OpsShape, ConvOutputSizeFollowsStridePaddingDilation) {
             (Dims{2, 6, 5, 10}));
   p = ConvParams{};
   p.groups = 2;
-  const auto out = infer1(LayerType::kCONVOLUTION, p,
-                          {f32({D, 4, D, 7}), of(DataType::kHALF, {6, 2, 3, 3}),
-                           of(DataType::kBF16, {6})});
+  const auto out =
+      infer1(LayerType::kCONVOLUTION, p,
+             {f32({D, 4, D, 7}), of(DataType::kHALF, {6, 2, 3, 3}), of(DataType::kBF16, {6})});
   EXPECT_EQ(out.dims, (Dims{D, 6, D, 5}));
   EXPECT_EQ(out.dtype, DataType::kFLOAT);
   EXPECT_EQ(infer1(LayerType::kCONVOLUTION, ConvParams{},
@@ -379,13 +369,11 @@ TEST(OpsShape, ConvRejectsBadChannelsGroupsAndParams) {
 
 TEST(OpsShape, BatchNormChecksPerChannelParams) {
   const auto c = f32({3});
-  EXPECT_EQ(infer1(LayerType::kBATCHNORM, BatchNormParams{}, {f32({D, 3, 4, 4}), c, c, c, c})
-                .dims,
+  EXPECT_EQ(infer1(LayerType::kBATCHNORM, BatchNormParams{}, {f32({D, 3, 4, 4}), c, c, c, c}).dims,
             (Dims{D, 3, 4, 4}));
-  expect_invalid(LayerType::kBATCHNORM, BatchNormParams{},
-                 {f32({2, 3, 4, 4}), c, c, f32({4}), c}, {"batchnorm mean", "[3]", "got [4]"});
-  expect_invalid(LayerType::kBATCHNORM, BatchNormParams{}, {f32({3}), c, c, c, c},
-                 {"rank >= 2"});
+  expect_invalid(LayerType::kBATCHNORM, BatchNormParams{}, {f32({2, 3, 4, 4}), c, c, f32({4}), c},
+                 {"batchnorm mean", "[3]", "got [4]"});
+  expect_invalid(LayerType::kBATCHNORM, BatchNormParams{}, {f32({3}), c, c, c, c}, {"rank >= 2"});
 }
 
 TEST(OpsShape, PoolingOutputSizeAndParams) {

@@ -68,8 +68,8 @@ TEST(Conv, MatchesDirectConvolutionOverGroupsStridePaddingDilation) {
             ASSERT_EQ(got.size(), ref.size());
             for (size_t i = 0; i < got.size(); ++i)
               ASSERT_NEAR(got[i], ref[i], 1e-5 * std::max(1.0, std::fabs(ref[i])))
-                  << "groups=" << groups << " k=" << k << " stride=" << stride
-                  << " pad=" << pad << " dil=" << dil << " element " << i;
+                  << "groups=" << groups << " k=" << k << " stride=" << stride << " pad=" << pad
+                  << " dil=" << dil << " element " << i;
             ++checked;
           }
   EXPECT_GT(checked, 100);
@@ -120,7 +120,8 @@ TEST(Conv, FusedEpilogueIsBitIdenticalToSeparateKernels) {
 }
 
 /// A reduced-precision weight gives exactly the result of its f32 widening: kernels widen
-/// first and then run the f32 path.
+/// first and then run the f32 path. (A matmul whose weight spans several widening panels is
+/// only close: the panels cut its gemm differently; see ReducedPrecisionMatmulPanels.)
 TEST(Conv, F16AndBf16WeightsMatchTheirF32WideningBitForBit) {
   std::mt19937 rng(9);
   for (DataType wt : {DataType::kHALF, DataType::kBF16}) {
@@ -141,15 +142,37 @@ TEST(Conv, F16AndBf16WeightsMatchTheirF32WideningBitForBit) {
     const Buf a = random_buf(DataType::kFLOAT, {3, 5, 8}, rng);
     const Buf m = random_buf(wt, {16, 8}, rng);
     const Buf m32 = from_values(DataType::kFLOAT, m.dims, m.values());
-    EXPECT_TRUE(bitwise_equal(run(make_node(LayerType::kMATMUL, MatMulParams{false, true}), {a, m}),
-                              run(make_node(LayerType::kMATMUL, MatMulParams{false, true}),
-                                  {a, m32})));
+    EXPECT_TRUE(
+        bitwise_equal(run(make_node(LayerType::kMATMUL, MatMulParams{false, true}), {a, m}),
+                      run(make_node(LayerType::kMATMUL, MatMulParams{false, true}), {a, m32})));
 
     const Buf g = random_buf(wt, {8}, rng);
     const Buf g32 = from_values(DataType::kFLOAT, g.dims, g.values());
     EXPECT_TRUE(bitwise_equal(run(make_node(LayerType::kRMSNORM, NormParams{}), {a, g}),
                               run(make_node(LayerType::kRMSNORM, NormParams{}), {a, g32})));
   }
+}
+
+/// A shared f16/bf16 matmul weight is widened in column panels: results over several panels
+/// (and a partial last one), for both layouts of b, match the f32 widening.
+TEST(Conv, ReducedPrecisionMatmulPanelsMatchF32Widening) {
+  std::mt19937 rng(21);
+  for (DataType wt : {DataType::kHALF, DataType::kBF16})
+    for (bool tb : {true, false}) {
+      SCOPED_TRACE(std::string(dtype_name(wt)) + (tb ? " b^T" : " b"));
+      const int64_t k = 2048, n = 1100;  // 512-column panels: 3 panels, the last partial
+      const Buf w = random_buf(wt, tb ? Dims{n, k} : Dims{k, n}, rng);
+      const Buf w32 = from_values(DataType::kFLOAT, w.dims, w.values());
+      for (bool ta : {false, true}) {
+        const Buf a = random_buf(DataType::kFLOAT, ta ? Dims{2, k, 3} : Dims{2, 3, k}, rng);
+        const GraphNode node = make_node(LayerType::kMATMUL, MatMulParams{ta, tb});
+        const auto lo = run(node, {a, w}).values();
+        const auto hi = run(node, {a, w32}).values();
+        ASSERT_EQ(lo.size(), static_cast<size_t>(2 * 3 * n));
+        for (size_t i = 0; i < lo.size(); ++i)
+          ASSERT_NEAR(lo[i], hi[i], 1e-5 * std::max(1.0, std::fabs(hi[i]))) << "element " << i;
+      }
+    }
 }
 
 }  // namespace

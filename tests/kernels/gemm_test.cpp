@@ -39,8 +39,7 @@ TEST(Gemm, MatchesReferenceOverShapesTransposesAndLeadingDims) {
           const float beta = (checked % 2 == 0) ? 0.0f : 0.5f;
           auto c = c0, r = c0;
           gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
-          gemm_reference(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, r.data(),
-                         ldc);
+          gemm_reference(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, r.data(), ldc);
           for (int64_t i = 0; i < m; ++i)
             for (int64_t j = 0; j < n; ++j) {
               // 1e-4 relative to the magnitude of the sum (sum of |a||b| terms, plus beta*c).

@@ -37,6 +37,12 @@ std::vector<NodeCase> large_nodes() {
   return {
       {make_node(LayerType::kMATMUL, MatMulParams{false, true}, "mm"),
        {rnd(f, {4, 96, 256}), rnd(DataType::kBF16, {320, 256})}},
+      {make_node(LayerType::kMATMUL, MatMulParams{false, true}, "mm_panels"),
+       {rnd(f, {3, 2048}), rnd(DataType::kBF16, {1000, 2048})}},
+      {make_node(LayerType::kMATMUL, MatMulParams{true, false}, "bmm_panels"),
+       {rnd(f, {2, 2048, 3}), rnd(DataType::kHALF, {2048, 1000})}},
+      {make_node(LayerType::kMATMUL, MatMulParams{false, false}, "gemm_tiles"),
+       {rnd(f, {300, 256}), rnd(f, {256, 700})}},
       {make_node(LayerType::kMATMUL, MatMulParams{true, false}, "bmm"),
        {rnd(f, {8, 64, 48}), rnd(f, {8, 64, 40})}},
       {make_node(LayerType::kELEMENTWISE, ElementwiseParams{ElementwiseOp::kPROD}, "mul"),
@@ -100,11 +106,17 @@ TEST(KernelBehaviour, GatherRejectsOutOfRangeIndexNamingNodeIndexAndBound) {
   std::mt19937 rng(1);
   const Buf table = random_buf(DataType::kFLOAT, {5, 4}, rng);
   const GraphNode node = make_node(LayerType::kGATHER, GatherParams{0}, "embed_tokens");
-  expect_error([&] { run(node, {table, from_values(DataType::kINT32, {3}, {1, 7, 2})}); },
-               ErrorCode::kINVALID_ARGUMENT,
-               {"node 'embed_tokens' (gather)", "index 7", "position 1", "[0, 5)"});
-  expect_error([&] { run(node, {table, from_values(DataType::kINT64, {2}, {0, -1})}); },
-               ErrorCode::kINVALID_ARGUMENT, {"index -1", "[0, 5)"});
+  expect_error(
+      [&] {
+        run(node, {table, from_values(DataType::kINT32, {3}, {1, 7, 2})});
+      },
+      ErrorCode::kINVALID_ARGUMENT,
+      {"node 'embed_tokens' (gather)", "index 7", "position 1", "[0, 5)"});
+  expect_error(
+      [&] {
+        run(node, {table, from_values(DataType::kINT64, {2}, {0, -1})});
+      },
+      ErrorCode::kINVALID_ARGUMENT, {"index -1", "[0, 5)"});
 }
 
 TEST(KernelBehaviour, RunNodeRejectsOutputsThatDisagreeWithShapeInference) {
@@ -125,8 +137,8 @@ TEST(KernelBehaviour, RunNodeRejectsOutputsThatDisagreeWithShapeInference) {
   Buf out(DataType::kFLOAT, {2, 4});
   const cpu::TensorRef o3 = out.ref();
   const std::vector<cpu::TensorRef> bad_in = {a.ref(), bad_b.ref()};
-  expect_error([&] { cpu::run_node(node, bad_in, std::span(&o3, 1)); },
-               ErrorCode::kSHAPE_MISMATCH, {"proj", "inner dims differ"});
+  expect_error([&] { cpu::run_node(node, bad_in, std::span(&o3, 1)); }, ErrorCode::kSHAPE_MISMATCH,
+               {"proj", "inner dims differ"});
 }
 
 TEST(KernelBehaviour, RunNodeRejectsDtypesNoKernelHandles) {
@@ -136,7 +148,9 @@ TEST(KernelBehaviour, RunNodeRejectsDtypesNoKernelHandles) {
   const cpu::TensorRef o = out.ref();
   const std::vector<cpu::TensorRef> in = {a.ref(), b.ref()};
   expect_error(
-      [&] { cpu::run_node(make_node(LayerType::kMATMUL, MatMulParams{}, "mm"), in, std::span(&o, 1)); },
+      [&] {
+        cpu::run_node(make_node(LayerType::kMATMUL, MatMulParams{}, "mm"), in, std::span(&o, 1));
+      },
       ErrorCode::kUNSUPPORTED, {"node 'mm' (matmul)", "i32"});
   const Buf x(DataType::kFLOAT, {4});
   const Buf y(DataType::kINT8, {4});
@@ -144,7 +158,10 @@ TEST(KernelBehaviour, RunNodeRejectsDtypesNoKernelHandles) {
   Buf cat(DataType::kFLOAT, {8});
   const cpu::TensorRef oc = cat.ref();
   expect_error(
-      [&] { cpu::run_node(make_node(LayerType::kCONCAT, ConcatParams{0}, "cat"), mixed, std::span(&oc, 1)); },
+      [&] {
+        cpu::run_node(make_node(LayerType::kCONCAT, ConcatParams{0}, "cat"), mixed,
+                      std::span(&oc, 1));
+      },
       ErrorCode::kUNSUPPORTED, {"node 'cat' (concat)", "i8", "input 0 is f32"});
 }
 
@@ -164,8 +181,8 @@ TEST(KernelBehaviour, CastTruncatesSaturatesAndRoundsToNearestEven) {
             (std::vector<uint8_t>{1, 1, 1, 1, 1, 0, 1}));
   // 1 + 2^-11 is halfway between two f16 values: ties go to the even one (1.0);
   // 1 + 3 * 2^-11 is halfway too and rounds up to 1 + 2^-9.
-  const Buf ties = from_values(DataType::kFLOAT, {2}, {1.0 + std::ldexp(1.0, -11),
-                                                       1.0 + 3 * std::ldexp(1.0, -11)});
+  const Buf ties = from_values(DataType::kFLOAT, {2},
+                               {1.0 + std::ldexp(1.0, -11), 1.0 + 3 * std::ldexp(1.0, -11)});
   const auto h = run(make_node(LayerType::kCAST, CastParams{DataType::kHALF}), {ties});
   EXPECT_EQ(h.values(), (std::vector<double>{1.0, 1.0 + std::ldexp(1.0, -9)}));
   // int -> narrower int wraps.
@@ -185,9 +202,9 @@ TEST(KernelBehaviour, SoftmaxIsStableForLargeInputsAndNansPropagate) {
   EXPECT_EQ(y[3], 0.0);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const Buf n = from_values(DataType::kFLOAT, {3}, {1, nan, 2});
-  EXPECT_TRUE(std::isnan(
-      run(make_node(LayerType::kREDUCE, ReduceParams{ReduceOp::kMAX, {0}, false}), {n})
-          .values()[0]));
+  EXPECT_TRUE(
+      std::isnan(run(make_node(LayerType::kREDUCE, ReduceParams{ReduceOp::kMAX, {0}, false}), {n})
+                     .values()[0]));
   EXPECT_TRUE(std::isnan(cpu::apply_unary(UnaryOp::kRELU, std::nanf(""))));
   EXPECT_TRUE(std::isnan(cpu::apply_binary(ElementwiseOp::kMAX, 1.0f, std::nanf(""))));
   EXPECT_TRUE(std::isnan(cpu::apply_binary(ElementwiseOp::kMIN, std::nanf(""), 1.0f)));
@@ -197,10 +214,8 @@ TEST(KernelBehaviour, ZeroSizedTensorsRunWithoutTouchingMemory) {
   const Buf a(DataType::kFLOAT, {0, 3});
   const Buf b(DataType::kFLOAT, {3, 4});
   EXPECT_EQ(run(make_node(LayerType::kMATMUL, MatMulParams{}), {a, b}).dims, (Dims{0, 4}));
-  EXPECT_EQ(run(make_node(LayerType::kUNARY, UnaryParams{UnaryOp::kEXP}), {a}).dims,
-            (Dims{0, 3}));
-  EXPECT_EQ(run(make_node(LayerType::kTRANSPOSE, TransposeParams{{1, 0}}), {a}).dims,
-            (Dims{3, 0}));
+  EXPECT_EQ(run(make_node(LayerType::kUNARY, UnaryParams{UnaryOp::kEXP}), {a}).dims, (Dims{0, 3}));
+  EXPECT_EQ(run(make_node(LayerType::kTRANSPOSE, TransposeParams{{1, 0}}), {a}).dims, (Dims{3, 0}));
   const Buf idx(DataType::kINT32, {0});
   EXPECT_EQ(run(make_node(LayerType::kGATHER, GatherParams{0}), {b, idx}).dims, (Dims{0, 4}));
 }

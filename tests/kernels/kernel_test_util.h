@@ -127,7 +127,8 @@ inline std::vector<int64_t> unravel(int64_t i, const Dims& dims) {
 inline int64_t ravel_broadcast(const std::vector<int64_t>& idx, const Dims& dims) {
   int64_t flat = 0;
   const size_t lead = idx.size() - dims.size();
-  for (size_t d = 0; d < dims.size(); ++d) flat = flat * dims[d] + (dims[d] == 1 ? 0 : idx[lead + d]);
+  for (size_t d = 0; d < dims.size(); ++d)
+    flat = flat * dims[d] + (dims[d] == 1 ? 0 : idx[lead + d]);
   return flat;
 }
 

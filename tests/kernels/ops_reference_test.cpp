@@ -46,14 +46,11 @@ double tolerance(LayerType type, DataType out) {
     return 0.0;
   }
   static const std::map<LayerType, double> kTolerances = {
-      {LayerType::kMATMUL, 1e-5},      {LayerType::kELEMENTWISE, 1e-6},
-      {LayerType::kUNARY, 2e-6},       {LayerType::kSOFTMAX, 1e-6},
-      {LayerType::kREDUCE, 1e-6},      {LayerType::kRMSNORM, 2e-6},
-      {LayerType::kLAYERNORM, 2e-6},   {LayerType::kCONVOLUTION, 1e-5},
-      {LayerType::kBATCHNORM, 2e-6},   {LayerType::kPOOLING, 1e-6},
-      {LayerType::kGATHER, 0.0},       {LayerType::kRESHAPE, 0.0},
-      {LayerType::kTRANSPOSE, 0.0},    {LayerType::kCONCAT, 0.0},
-      {LayerType::kSLICE, 0.0},
+      {LayerType::kMATMUL, 1e-5},    {LayerType::kELEMENTWISE, 1e-6}, {LayerType::kUNARY, 2e-6},
+      {LayerType::kSOFTMAX, 1e-6},   {LayerType::kREDUCE, 1e-6},      {LayerType::kRMSNORM, 2e-6},
+      {LayerType::kLAYERNORM, 2e-6}, {LayerType::kCONVOLUTION, 1e-5}, {LayerType::kBATCHNORM, 2e-6},
+      {LayerType::kPOOLING, 1e-6},   {LayerType::kGATHER, 0.0},       {LayerType::kRESHAPE, 0.0},
+      {LayerType::kTRANSPOSE, 0.0},  {LayerType::kCONCAT, 0.0},       {LayerType::kSLICE, 0.0},
   };
   return kTolerances.at(type);
 }
@@ -103,7 +100,8 @@ double unary_ref(UnaryOp op, double x) {
     case UnaryOp::kRELU: return std::max(x, 0.0);
     case UnaryOp::kGELU_ERF: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
     case UnaryOp::kGELU_TANH:
-      return 0.5 * x * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (x + 0.044715 * x * x * x)));
+      return 0.5 * x *
+             (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (x + 0.044715 * x * x * x)));
     case UnaryOp::kSILU: return x / (1 + std::exp(-x));
     case UnaryOp::kSIGMOID: return 1 / (1 + std::exp(-x));
     case UnaryOp::kTANH: return std::tanh(x);
@@ -286,8 +284,9 @@ std::vector<double> conv_ref(const Values& v, const std::vector<Buf>& in, const 
           s += xv * wv;
         }
     for (const EpilogueStep& e : p.epilogue)
-      s = e.is_unary ? unary_ref(e.unary, s)
-                     : binary_ref(e.binary, s, e.constant.size() == 1 ? e.constant[0] : e.constant[o]);
+      s = e.is_unary
+              ? unary_ref(e.unary, s)
+              : binary_ref(e.binary, s, e.constant.size() == 1 ? e.constant[0] : e.constant[o]);
     r[f] = s;
   }
   return r;
@@ -357,7 +356,8 @@ std::vector<Case> make_cases() {
                                        {{2, 6, 4}, {2, 6, 5}, true, false}}) {
       cases.push_back({"matmul " + to_string(m.a) + (m.ta ? "T" : "") + " x " + to_string(m.b) +
                            (m.tb ? "T" : "") + " " + dn(wt),
-                       LayerType::kMATMUL, MatMulParams{m.ta, m.tb},
+                       LayerType::kMATMUL,
+                       MatMulParams{m.ta, m.tb},
                        {rnd(kF, m.a), rnd(wt, m.b)},
                        [m](const Values& v, const std::vector<Buf>& in, const Dims& out) {
                          return matmul_ref(v, in, out, m.ta, m.tb);
@@ -371,23 +371,29 @@ std::vector<Case> make_cases() {
         return elementwise_ref(v, in, out, op);
       };
       const std::string n = std::string("elementwise ") + std::string(elementwise_op_name(op));
-      cases.push_back({n + " [2,3,4]+[3,1] " + dn(wt), LayerType::kELEMENTWISE,
+      cases.push_back({n + " [2,3,4]+[3,1] " + dn(wt),
+                       LayerType::kELEMENTWISE,
                        ElementwiseParams{op},
                        {rnd(kF, {2, 3, 4}, pow ? 0.1 : -1, 1), rnd(wt, {3, 1}, div ? 0.5 : -1, 2)},
                        ref});
-      cases.push_back({n + " [4,1]+[1,5] " + dn(wt), LayerType::kELEMENTWISE,
+      cases.push_back({n + " [4,1]+[1,5] " + dn(wt),
+                       LayerType::kELEMENTWISE,
                        ElementwiseParams{op},
                        {rnd(wt, {4, 1}, pow ? 0.1 : -1, 1), rnd(kF, {1, 5}, div ? 0.5 : -1, 2)},
                        ref});
-      cases.push_back({n + " []+[6] " + dn(wt), LayerType::kELEMENTWISE, ElementwiseParams{op},
-                       {rnd(wt, {}, 0.5, 1), rnd(kF, {6}, div ? 0.5 : -1, 2)}, ref});
+      cases.push_back({n + " []+[6] " + dn(wt),
+                       LayerType::kELEMENTWISE,
+                       ElementwiseParams{op},
+                       {rnd(wt, {}, 0.5, 1), rnd(kF, {6}, div ? 0.5 : -1, 2)},
+                       ref});
     }
     // unary: every op (sqrt/rsqrt on positive inputs).
     for (int o = 0; o <= static_cast<int>(UnaryOp::kABS); ++o) {
       const auto op = static_cast<UnaryOp>(o);
       const bool positive = op == UnaryOp::kSQRT || op == UnaryOp::kRSQRT;
       cases.push_back({"unary " + std::string(unary_op_name(op)) + " " + dn(wt),
-                       LayerType::kUNARY, UnaryParams{op},
+                       LayerType::kUNARY,
+                       UnaryParams{op},
                        {rnd(wt, {3, 17}, positive ? 0.05 : -4, 4)},
                        [op](const Values& v, const std::vector<Buf>&, const Dims&) {
                          std::vector<double> r(v[0].size());
@@ -396,8 +402,10 @@ std::vector<Case> make_cases() {
                        }});
     }
     for (int axis : {-1, 1, 0}) {
-      cases.push_back({"softmax axis " + std::to_string(axis) + " " + dn(wt), LayerType::kSOFTMAX,
-                       SoftmaxParams{axis}, {rnd(wt, {2, 5, 3}, -8, 8)},
+      cases.push_back({"softmax axis " + std::to_string(axis) + " " + dn(wt),
+                       LayerType::kSOFTMAX,
+                       SoftmaxParams{axis},
+                       {rnd(wt, {2, 5, 3}, -8, 8)},
                        [axis](const Values& v, const std::vector<Buf>& in, const Dims&) {
                          return softmax_ref(v, in, axis);
                        }});
@@ -410,22 +418,30 @@ std::vector<Case> make_cases() {
                                                            {ReduceOp::kMAX, {0, 2}, true}}) {
       cases.push_back({"reduce " + std::string(reduce_op_name(p.op)) + " axes " +
                            std::to_string(p.axes.size()) + (p.keep_dims ? " keep " : " ") + dn(wt),
-                       LayerType::kREDUCE, p, {rnd(wt, {3, 4, 5})},
+                       LayerType::kREDUCE,
+                       p,
+                       {rnd(wt, {3, 4, 5})},
                        [p](const Values& v, const std::vector<Buf>& in, const Dims& out) {
                          return reduce_ref(v, in, out, p);
                        }});
     }
-    cases.push_back({"rmsnorm " + dn(wt), LayerType::kRMSNORM, NormParams{1e-5f},
+    cases.push_back({"rmsnorm " + dn(wt),
+                     LayerType::kRMSNORM,
+                     NormParams{1e-5f},
                      {rnd(kF, {3, 4, 16}, -3, 3), rnd(wt, {16}, 0.5, 1.5)},
                      [](const Values& v, const std::vector<Buf>& in, const Dims&) {
                        return norm_ref(v, in, true, 1e-5f);
                      }});
-    cases.push_back({"layernorm with bias " + dn(wt), LayerType::kLAYERNORM, NormParams{1e-5f},
+    cases.push_back({"layernorm with bias " + dn(wt),
+                     LayerType::kLAYERNORM,
+                     NormParams{1e-5f},
                      {rnd(kF, {5, 24}, 2, 5), rnd(wt, {24}, 0.5, 1.5), rnd(wt, {24})},
                      [](const Values& v, const std::vector<Buf>& in, const Dims&) {
                        return norm_ref(v, in, false, 1e-5f);
                      }});
-    cases.push_back({"layernorm without bias " + dn(wt), LayerType::kLAYERNORM, NormParams{1e-3f},
+    cases.push_back({"layernorm without bias " + dn(wt),
+                     LayerType::kLAYERNORM,
+                     NormParams{1e-3f},
                      {rnd(kF, {5, 24}, -2, 2), rnd(wt, {24}, 0.5, 1.5), Buf::none()},
                      [](const Values& v, const std::vector<Buf>& in, const Dims&) {
                        return norm_ref(v, in, false, 1e-3f);
@@ -437,10 +453,11 @@ std::vector<Case> make_cases() {
       int64_t groups;
       bool bias;
     };
-    for (const Cv& c : std::vector<Cv>{{{2, 3, 7, 6}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {1, 1}, 1, true},
-                                       {{1, 4, 9, 8}, {6, 2, 3, 2}, {2, 1}, {1, 2}, {2, 1}, 2, true},
-                                       {{2, 4, 5, 5}, {4, 1, 3, 3}, {1, 2}, {1, 1}, {1, 1}, 4, false},
-                                       {{2, 3, 4, 5}, {5, 3, 1, 1}, {1, 1}, {0, 0}, {1, 1}, 1, true}}) {
+    for (const Cv& c :
+         std::vector<Cv>{{{2, 3, 7, 6}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {1, 1}, 1, true},
+                         {{1, 4, 9, 8}, {6, 2, 3, 2}, {2, 1}, {1, 2}, {2, 1}, 2, true},
+                         {{2, 4, 5, 5}, {4, 1, 3, 3}, {1, 2}, {1, 1}, {1, 1}, 4, false},
+                         {{2, 3, 4, 5}, {5, 3, 1, 1}, {1, 1}, {0, 0}, {1, 1}, 1, true}}) {
       ConvParams p;
       p.stride = c.stride;
       p.padding = c.pad;
@@ -455,7 +472,9 @@ std::vector<Case> make_cases() {
                          return conv_ref(v, in, out, p);
                        }});
     }
-    cases.push_back({"batchnorm " + dn(wt), LayerType::kBATCHNORM, BatchNormParams{1e-3f},
+    cases.push_back({"batchnorm " + dn(wt),
+                     LayerType::kBATCHNORM,
+                     BatchNormParams{1e-3f},
                      {rnd(kF, {2, 3, 4, 5}), rnd(wt, {3}, 0.5, 2), rnd(wt, {3}), rnd(wt, {3}),
                       rnd(wt, {3}, 0.2, 2)},
                      [](const Values& v, const std::vector<Buf>& in, const Dims&) {
@@ -466,10 +485,12 @@ std::vector<Case> make_cases() {
                                     {PoolingType::kMAX, {3, 3}, {2, 1}, {1, 1}, false},
                                     {PoolingType::kAVERAGE, {3, 2}, {1, 2}, {1, 1}, false},
                                     {PoolingType::kAVERAGE, {3, 3}, {2, 2}, {1, 1}, true}}) {
-      cases.push_back({std::string("pooling ") + std::string(pooling_type_name(p.type)) +
-                           " w" + to_string(p.window) + " p" + to_string(p.padding) +
+      cases.push_back({std::string("pooling ") + std::string(pooling_type_name(p.type)) + " w" +
+                           to_string(p.window) + " p" + to_string(p.padding) +
                            (p.count_include_pad ? " incl" : "") + " " + dn(wt),
-                       LayerType::kPOOLING, p, {rnd(wt, {2, 3, 7, 6})},
+                       LayerType::kPOOLING,
+                       p,
+                       {rnd(wt, {2, 3, 7, 6})},
                        [p](const Values& v, const std::vector<Buf>& in, const Dims& out) {
                          return pooling_ref(v, in, out, p);
                        }});
@@ -482,8 +503,10 @@ std::vector<Case> make_cases() {
       const Dims data_dims = {6, 5, 3};
       Buf idx = from_values(axis == 0 ? DataType::kINT32 : DataType::kINT64, {2, 2},
                             {axis == 0 ? 5.0 : 4.0, 0, 2, 2});
-      cases.push_back({"gather axis " + std::to_string(axis) + " " + dn(dt), LayerType::kGATHER,
-                       GatherParams{axis}, {rnd(dt, data_dims, -50, 50), idx},
+      cases.push_back({"gather axis " + std::to_string(axis) + " " + dn(dt),
+                       LayerType::kGATHER,
+                       GatherParams{axis},
+                       {rnd(dt, data_dims, -50, 50), idx},
                        [axis](const Values& v, const std::vector<Buf>& in, const Dims&) {
                          return gather_ref(v, in, axis);
                        }});
@@ -492,13 +515,18 @@ std::vector<Case> make_cases() {
   // reshape, transpose, concat, slice keep the dtype and move values exactly.
   for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kINT8, DataType::kINT64}) {
     const auto same = [](const Values& v, const std::vector<Buf>&, const Dims&) { return v[0]; };
-    cases.push_back({"reshape " + dn(dt), LayerType::kRESHAPE, ReshapeParams{{0, -1, 2}},
-                     {rnd(dt, {3, 4, 5}, -100, 100)}, same});
+    cases.push_back({"reshape " + dn(dt),
+                     LayerType::kRESHAPE,
+                     ReshapeParams{{0, -1, 2}},
+                     {rnd(dt, {3, 4, 5}, -100, 100)},
+                     same});
     for (const std::vector<int>& perm :
          std::vector<std::vector<int>>{{1, 0}, {0, 2, 3, 1}, {3, 1, 0, 2}, {0, 1, 3, 2}}) {
       const Dims d = perm.size() == 2 ? Dims{7, 9} : Dims{2, 3, 4, 5};
       cases.push_back({"transpose " + to_string(Dims(perm.begin(), perm.end())) + " " + dn(dt),
-                       LayerType::kTRANSPOSE, TransposeParams{perm}, {rnd(dt, d, -100, 100)},
+                       LayerType::kTRANSPOSE,
+                       TransposeParams{perm},
+                       {rnd(dt, d, -100, 100)},
                        [perm](const Values& v, const std::vector<Buf>& in, const Dims& out) {
                          return transpose_ref(v, in, out, perm);
                        }});
@@ -507,7 +535,8 @@ std::vector<Case> make_cases() {
       Dims a = {2, 3, 4}, b = a, c = a;
       b[axis] = 1;
       c[axis] = 5;
-      cases.push_back({"concat axis " + std::to_string(axis) + " " + dn(dt), LayerType::kCONCAT,
+      cases.push_back({"concat axis " + std::to_string(axis) + " " + dn(dt),
+                       LayerType::kCONCAT,
                        ConcatParams{axis},
                        {rnd(dt, a, -100, 100), rnd(dt, b, -100, 100), rnd(dt, c, -100, 100)},
                        [axis](const Values& v, const std::vector<Buf>& in, const Dims& out) {
@@ -517,12 +546,14 @@ std::vector<Case> make_cases() {
     for (const SliceParams& p : std::vector<SliceParams>{{{1, 0, 2}, {2, 4, 3}, {}},
                                                          {{0, 1, 0}, {2, 2, 3}, {2, 2, 3}},
                                                          {{1, 0, 1}, {-1, -1, -1}, {1, 3, 2}}}) {
-      cases.push_back({"slice start " + to_string(p.start) + " stride " + to_string(p.stride) +
-                           " " + dn(dt),
-                       LayerType::kSLICE, p, {rnd(dt, {3, 5, 7}, -100, 100)},
-                       [p](const Values& v, const std::vector<Buf>& in, const Dims& out) {
-                         return slice_ref(v, in, out, p);
-                       }});
+      cases.push_back(
+          {"slice start " + to_string(p.start) + " stride " + to_string(p.stride) + " " + dn(dt),
+           LayerType::kSLICE,
+           p,
+           {rnd(dt, {3, 5, 7}, -100, 100)},
+           [p](const Values& v, const std::vector<Buf>& in, const Dims& out) {
+             return slice_ref(v, in, out, p);
+           }});
     }
   }
   // cast: float <-> float, float -> int (truncation, saturation), int -> int/float/bool.
@@ -546,7 +577,9 @@ std::vector<Case> make_cases() {
                                      {DataType::kBOOL, DataType::kFLOAT, 0, 2}}) {
     Buf x = rnd(c.from, {4, 9}, c.lo, c.hi);
     if (is_floating(c.from)) x.set(0, 0.0);  // exercise bool of zero, int of zero
-    cases.push_back({"cast " + dn(c.from) + " -> " + dn(c.to), LayerType::kCAST, CastParams{c.to},
+    cases.push_back({"cast " + dn(c.from) + " -> " + dn(c.to),
+                     LayerType::kCAST,
+                     CastParams{c.to},
                      {x},
                      [to = c.to](const Values& v, const std::vector<Buf>&, const Dims&) {
                        return cast_ref(v, to);
@@ -579,17 +612,17 @@ TEST(KernelOps, EveryOpMatchesNaiveReferenceWithinItsTolerance) {
     for (size_t i = 0; i < got.size(); ++i) {
       const double err = std::fabs(got[i] - ref[i]);
       if (!(err <= tol * std::max(1.0, std::fabs(ref[i]))) && reported++ < 3)
-        ADD_FAILURE() << c.name << ": element " << i << " is " << got[i] << ", reference "
-                      << ref[i] << " (tolerance " << tol << ")";
+        ADD_FAILURE() << c.name << ": element " << i << " is " << got[i] << ", reference " << ref[i]
+                      << " (tolerance " << tol << ")";
     }
     if (perf) {
       std::vector<double> us;
       for (int r = 0; r < 20; ++r) {
         const auto t0 = std::chrono::steady_clock::now();
         (void)run(node, c.inputs);
-        us.push_back(std::chrono::duration<double, std::micro>(
-                         std::chrono::steady_clock::now() - t0)
-                         .count());
+        us.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count());
       }
       std::sort(us.begin(), us.end());
       std::printf("[perf] %-50s %10.2f us\n", c.name.c_str(), us[us.size() / 2]);

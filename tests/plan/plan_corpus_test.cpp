@@ -16,19 +16,33 @@ namespace {
 
 using namespace plan_test;
 
-// The smallest refittable plan: one input, one weight, one matmul.
-Plan tiny_plan() {
+// A small refittable plan: input x, weight w (slot 0, refittable) and b (slot 1, baked), and
+// one node per layer, each taking the previous output and the weights. Seeds stay small (about
+// 1-2 KB) so that the inputs the fuzzer derives from them, and the corpus, stay small too.
+Plan small_plan(const std::vector<std::pair<LayerType, LayerParams>>& layers,
+                uint32_t flags = 1u << 1) {
   PlanMetadata m;
-  m.flags.set(BuilderFlag::kREFIT_IDENTICAL);
+  m.flags.bits = flags;
   m.sources.push_back({"w", {DataType::kFLOAT, {2, 2}}, true, 0x1234ull});
-  m.slots.push_back(make_slot("w", DataType::kFLOAT, {2, 2}, 0, true, Recipe{{"w"}, {step(RecipeOp::kSOURCE, {0})}}));
-  m.blob_size = 16;
+  m.sources.push_back({"b", {DataType::kHALF, {2}}, false, std::nullopt});
+  m.slots.push_back(make_slot("w", DataType::kFLOAT, {2, 2}, 0, true,
+                              Recipe{{"w"}, {step(RecipeOp::kSOURCE, {0})}}));
+  m.slots.push_back(make_slot("b", DataType::kHALF, {2}, 256, false, {}));
+  m.blob_size = 260;
   m.graph.tensors = {{"x", {DataType::kFLOAT, {-1, 2}}, TensorKind::kINPUT},
                      {"w", {DataType::kFLOAT, {2, 2}}, TensorKind::kWEIGHT, 0},
-                     {"y", {DataType::kFLOAT, {-1, 2}}, TensorKind::kACTIVATION, -1, true}};
-  m.graph.nodes.push_back({"mm", LayerType::kMATMUL, MatMulParams{}, {0, 1}, {2}});
+                     {"b", {DataType::kHALF, {2}}, TensorKind::kWEIGHT, 1}};
+  int prev = 0;
+  for (const auto& [type, params] : layers) {
+    const int out = static_cast<int>(m.graph.tensors.size());
+    const std::string id = std::to_string(out);  // (not "t" + ...: GCC 12 -Wrestrict bug)
+    m.graph.tensors.push_back({std::string("t").append(id), {DataType::kFLOAT, {-1, 2}}});
+    m.graph.nodes.push_back({std::string("n").append(id), type, params, {prev, 1, 2}, {out}});
+    prev = out;
+  }
+  m.graph.tensors[static_cast<size_t>(prev)].is_output = true;
   m.graph.inputs = {0};
-  m.graph.outputs = {2};
+  m.graph.outputs = {prev};
   HostTensor blob = sample_blob(m);
   return Plan(std::move(m), std::move(blob));
 }
@@ -43,13 +57,36 @@ TEST(PlanFuzzCorpus, DISABLED_WriteSeedCorpus) {
     std::ofstream(dir / name, std::ios::binary)
         .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
   };
-  const Plan sample = sample_plan();
-  const Bytes full = sample.serialize();
-  write("seed-sample-full", full);
-  write("seed-sample-stripped", sample.serialize({.exclude_weights = true}));
-  write("seed-sample-frozen", sample.serialize({.include_refit = false}));
-  write("seed-tiny-full", tiny_plan().serialize());
-  write("seed-tiny-stripped", tiny_plan().serialize({.exclude_weights = true}));
+  // Between them the seeds use every layer type, every params alternative and plan kind.
+  const Plan tiny = small_plan({{LayerType::kMATMUL, MatMulParams{false, true}}});
+  ConvParams conv;
+  conv.epilogue = {{false, UnaryOp::kRELU, ElementwiseOp::kMIN, {6.f, -0.5f}},
+                   {true, UnaryOp::kSILU, ElementwiseOp::kMAX, {}}};
+  const Plan vision = small_plan({{LayerType::kCONVOLUTION, conv},
+                                  {LayerType::kBATCHNORM, BatchNormParams{1e-3f}},
+                                  {LayerType::kPOOLING, PoolingParams{}}});
+  const Plan text = small_plan(
+      {{LayerType::kCONSTANT, ConstantParams{"w"}},
+       {LayerType::kGATHER, GatherParams{0}},
+       {LayerType::kRMSNORM, NormParams{1e-6f}},
+       {LayerType::kLAYERNORM, NormParams{}},
+       {LayerType::kELEMENTWISE, ElementwiseParams{ElementwiseOp::kDIV}},
+       {LayerType::kUNARY, UnaryParams{UnaryOp::kGELU_ERF}},
+       {LayerType::kSOFTMAX, SoftmaxParams{-1}}},
+      (1u << 0) | (1u << 5));
+  const Plan shapes = small_plan({{LayerType::kREDUCE, ReduceParams{ReduceOp::kMAX, {1}, true}},
+                                  {LayerType::kRESHAPE, ReshapeParams{{0, -1}}},
+                                  {LayerType::kTRANSPOSE, TransposeParams{{1, 0}}},
+                                  {LayerType::kCONCAT, ConcatParams{1}},
+                                  {LayerType::kSLICE, SliceParams{{0, 0}, {1, 2}, {}}},
+                                  {LayerType::kCAST, CastParams{DataType::kINT4}}});
+  const Bytes full = tiny.serialize();
+  write("seed-tiny-full", full);
+  write("seed-tiny-stripped", tiny.serialize({.exclude_weights = true}));
+  write("seed-tiny-frozen", tiny.serialize({.include_refit = false}));
+  write("seed-vision", vision.serialize());
+  write("seed-text", text.serialize({.exclude_weights = true}));
+  write("seed-shapes", shapes.serialize());
   write("seed-empty-plan", Plan().serialize());
   // Damaged: each reaches a different check.
   write("seed-truncated-header", prefix(full, 40));
@@ -59,9 +96,9 @@ TEST(PlanFuzzCorpus, DISABLED_WriteSeedCorpus) {
   put32(newer, 8, 2);
   fix_checksums(newer);
   write("seed-newer-version", newer);
-  write("seed-bad-json", with_metadata(full, "{\"flags\": 17, \"graph\": [}"));
+  write("seed-bad-json", with_metadata(full, "{\"flags\": 2, \"graph\": [}"));
   write("seed-bad-index",
-        edit_json(full, [](json& j) { j["graph"]["nodes"][3]["inputs"][0] = 99; }));
+        edit_json(full, [](json& j) { j["graph"]["nodes"][0]["inputs"][0] = 99; }));
   write("seed-png", to_bytes(std::string_view("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16)));
 }
 

@@ -74,9 +74,8 @@ void run_pooling(const GraphNode& node, Inputs in, const TensorRef& out) {
                              acc += v;
                          }
                        if (!is_max)
-                         acc /= p.count_include_pad
-                                    ? full
-                                    : static_cast<float>((h1 - h0) * (w1 - w0));
+                         acc /=
+                             p.count_include_pad ? full : static_cast<float>((h1 - h0) * (w1 - w0));
                        yp[i * ow + j] = acc;
                      }
                    }

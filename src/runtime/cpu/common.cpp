@@ -29,8 +29,8 @@ void widen_f32(DataType from, const void* src, float* dst, int64_t n) {
 const float* as_f32(const GraphNode& node, const TensorRef& t, Scratch& scratch) {
   if (t.dtype == DataType::kFLOAT) return static_cast<const float*>(t.data);
   if (t.dtype != DataType::kHALF && t.dtype != DataType::kBF16)
-    unsupported(node, "float input expected (f32, f16, bf16), got " +
-                          std::string(dtype_name(t.dtype)));
+    unsupported(node,
+                "float input expected (f32, f16, bf16), got " + std::string(dtype_name(t.dtype)));
   const int64_t n = numel(t);
   scratch.resize(static_cast<size_t>(n));
   widen_f32(t.dtype, t.data, scratch.data(), n);
@@ -44,24 +44,22 @@ void copy_rows(const Dims& dims, const T* src, const std::vector<int64_t>& ss, T
   const int64_t inner = dims.back();
   const int64_t si = ss.back(), di = ds.back();
   const Dims outer(dims.begin(), dims.end() - 1);
-  std::array<std::vector<int64_t>, 2> strides = {
-      std::vector<int64_t>(ss.begin(), ss.end() - 1),
-      std::vector<int64_t>(ds.begin(), ds.end() - 1)};
+  std::array<std::vector<int64_t>, 2> strides = {std::vector<int64_t>(ss.begin(), ss.end() - 1),
+                                                 std::vector<int64_t>(ds.begin(), ds.end() - 1)};
   int64_t rows = 1;
   for (int64_t d : outer) rows *= d;
-  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
-               [&](int64_t b, int64_t e) {
-                 for_each_row<2>(outer, strides, b, e,
-                                 [&](int64_t, const std::array<int64_t, 2>& off) {
-                                   const T* s = src + off[0];
-                                   T* d = dst + off[1];
-                                   if (si == 1 && di == 1) {
-                                     std::memcpy(d, s, static_cast<size_t>(inner) * sizeof(T));
-                                   } else {
-                                     for (int64_t j = 0; j < inner; ++j) d[j * di] = s[j * si];
-                                   }
-                                 });
-               });
+  parallel_for(
+      rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
+        for_each_row<2>(outer, strides, b, e, [&](int64_t, const std::array<int64_t, 2>& off) {
+          const T* s = src + off[0];
+          T* d = dst + off[1];
+          if (si == 1 && di == 1) {
+            std::memcpy(d, s, static_cast<size_t>(inner) * sizeof(T));
+          } else {
+            for (int64_t j = 0; j < inner; ++j) d[j * di] = s[j * si];
+          }
+        });
+      });
 }
 }  // namespace
 
@@ -74,8 +72,7 @@ void strided_copy(const Dims& dims, const void* src, std::vector<int64_t> src_st
   coalesce<2>(d, s);
   switch (elem_bytes) {
     case 1:
-      return copy_rows(d, static_cast<const uint8_t*>(src), s[0], static_cast<uint8_t*>(dst),
-                       s[1]);
+      return copy_rows(d, static_cast<const uint8_t*>(src), s[0], static_cast<uint8_t*>(dst), s[1]);
     case 2:
       return copy_rows(d, static_cast<const uint16_t*>(src), s[0], static_cast<uint16_t*>(dst),
                        s[1]);
@@ -86,8 +83,8 @@ void strided_copy(const Dims& dims, const void* src, std::vector<int64_t> src_st
       return copy_rows(d, static_cast<const uint64_t*>(src), s[0], static_cast<uint64_t*>(dst),
                        s[1]);
   }
-  throw Error(ErrorCode::kINTERNAL, "strided_copy of " + std::to_string(elem_bytes) +
-                                        "-byte elements");
+  throw Error(ErrorCode::kINTERNAL,
+              "strided_copy of " + std::to_string(elem_bytes) + "-byte elements");
 }
 
 }  // namespace bindery::cpu::detail

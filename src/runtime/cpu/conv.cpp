@@ -78,8 +78,8 @@ void run_conv(const GraphNode& node, Inputs in, const TensorRef& out) {
         if (s.is_unary)
           unary_inplace(s.unary, v, plane);
         else
-          binary_scalar_inplace(s.binary, v, s.constant.size() == 1 ? s.constant[0] : s.constant[ch],
-                                plane);
+          binary_scalar_inplace(s.binary, v,
+                                s.constant.size() == 1 ? s.constant[0] : s.constant[ch], plane);
       }
     }
   });

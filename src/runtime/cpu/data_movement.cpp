@@ -79,8 +79,8 @@ void run_transpose(const GraphNode& node, Inputs in, const TensorRef& out) {
   const std::vector<int64_t> cs = contiguous_strides(in[0].dims);
   std::vector<int64_t> src_strides(perm.size());
   for (size_t k = 0; k < perm.size(); ++k) src_strides[k] = cs[perm[k]];
-  strided_copy(out.dims, in[0].data, std::move(src_strides), out.data,
-               contiguous_strides(out.dims), elem_bytes(out.dtype));
+  strided_copy(out.dims, in[0].data, std::move(src_strides), out.data, contiguous_strides(out.dims),
+               elem_bytes(out.dtype));
 }
 
 void run_concat(const GraphNode& node, Inputs in, const TensorRef& out) {

@@ -12,8 +12,7 @@
 namespace bindery::cpu {
 
 float apply_binary(ElementwiseOp op, float a, float b) {
-  return detail::with_binary(
-      op, [&]<ElementwiseOp Op>() { return detail::binary_fn<Op>(a, b); });
+  return detail::with_binary(op, [&]<ElementwiseOp Op>() { return detail::binary_fn<Op>(a, b); });
 }
 
 namespace detail {

@@ -1,16 +1,24 @@
 // GEMM: C = alpha * op(A) * op(B) + beta * C, row-major f32.
 //
 // gemm() hands the work to OpenBLAS's sgemm, whose packed, register-blocked micro-kernels run
-// near the machine's FLOP peak; OpenBLAS splits M and N (never K) across its threads, so each
-// C element is summed in the same order on every run: the result is deterministic.
+// near the machine's FLOP peak. OpenBLAS's own thread pool is switched off: C is cut into
+// tiles by shape alone and the tiles are spread over our OpenMP pool, one single-threaded
+// sgemm call each. One pool instead of two matters: alternating between OpenBLAS's spinning
+// pthreads and OpenMP's spinning workers (gemm, then an activation, then gemm) made a small
+// MLP 4-5x slower on two cores. And since K is never split and the tiling ignores the thread
+// count, each C element is summed in the same order on every run: results are deterministic.
+// Caveat: openblas_set_num_threads(1) is process-wide.
 // gemm_reference() is the plain triple loop, summing in double, that gemm() is tested against.
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <climits>
+#include <mutex>
 #include <string>
 
 #include "bindery/error.h"
+#include "core/parallel.h"
 #include "runtime/cpu/kernels.h"
 
 namespace bindery::cpu {
@@ -24,10 +32,32 @@ void check_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int
   const int64_t a_cols = trans_a ? m : k;
   const int64_t b_cols = trans_b ? k : n;
   check(lda >= a_cols && ldb >= b_cols && ldc >= n, ErrorCode::kINVALID_ARGUMENT,
-        "gemm leading dims too small: lda=" + std::to_string(lda) + " (need >= " +
-            std::to_string(a_cols) + "), ldb=" + std::to_string(ldb) + " (need >= " +
-            std::to_string(b_cols) + "), ldc=" + std::to_string(ldc) + " (need >= " +
-            std::to_string(n) + ")");
+        "gemm leading dims too small: lda=" + std::to_string(lda) +
+            " (need >= " + std::to_string(a_cols) + "), ldb=" + std::to_string(ldb) +
+            " (need >= " + std::to_string(b_cols) + "), ldc=" + std::to_string(ldc) +
+            " (need >= " + std::to_string(n) + ")");
+}
+
+std::once_flag g_single_threaded_blas;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// How C is cut into tiles, one single-threaded sgemm call each. The cut depends on the shape
+/// only (never on the thread count), so every run and every machine configuration sums each
+/// C element in the same order. Aim for >= 16 tiles (enough for 16 cores) of at least 64 rows
+/// and 128 columns; tiles of at most 1024 rows keep B from being repacked too often.
+struct Tiles {
+  int64_t tile_m, tile_n, m_tiles, n_tiles;
+};
+Tiles tiles_for(int64_t m, int64_t n, int64_t k) {
+  constexpr int64_t kTargetTiles = 16;
+  if (m * n * k < (int64_t{1} << 21)) return {m, n, 1, 1};  // < ~4 MFLOP: one call
+  const int64_t n_tiles =
+      std::min(ceil_div(n, 128), std::max<int64_t>(1, ceil_div(kTargetTiles, ceil_div(m, 1024))));
+  const int64_t m_tiles =
+      std::max(ceil_div(m, 1024), std::min(ceil_div(m, 64), ceil_div(kTargetTiles, n_tiles)));
+  const int64_t tile_m = ceil_div(m, m_tiles), tile_n = ceil_div(n, n_tiles);
+  return {tile_m, tile_n, ceil_div(m, tile_m), ceil_div(n, tile_n)};
 }
 
 /// C = beta * C, with beta == 0 writing zeros (BLAS semantics: C is not read).
@@ -37,25 +67,37 @@ void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
 }
 }  // namespace
 
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc) {
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   check_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (m == 0 || n == 0) return;
   if (k == 0) return scale_c(m, n, beta, c, ldc);
   for (int64_t v : {m, n, k, lda, ldb, ldc})
     check(v <= INT_MAX, ErrorCode::kUNSUPPORTED,
           "gemm dimension " + std::to_string(v) + " exceeds the 32-bit BLAS interface");
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
+  std::call_once(g_single_threaded_blas, [] { openblas_set_num_threads(1); });
+  const auto call = [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj) {
+    const float* ap = trans_a ? a + i0 : a + i0 * lda;
+    const float* bp = trans_b ? b + j0 * ldb : b + j0;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(mi),
+                static_cast<blasint>(nj), static_cast<blasint>(k), alpha, ap,
+                static_cast<blasint>(lda), bp, static_cast<blasint>(ldb), beta, c + i0 * ldc + j0,
+                static_cast<blasint>(ldc));
+  };
+  const Tiles t = tiles_for(m, n, k);
+  if (t.m_tiles * t.n_tiles == 1) return call(0, m, 0, n);
+  parallel_for(t.m_tiles * t.n_tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t i0 = (i / t.n_tiles) * t.tile_m, j0 = (i % t.n_tiles) * t.tile_n;
+      call(i0, std::min(t.tile_m, m - i0), j0, std::min(t.tile_n, n - j0));
+    }
+  });
 }
 
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                    float* c, int64_t ldc) {
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc) {
   check_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {

@@ -5,13 +5,15 @@
 // into M and the whole layer is one large gemm, which is where OpenBLAS is fastest.
 //
 // A shared f16/bf16 b (a reduced-precision weight) is not widened whole: it is widened one
-// panel of output columns at a time into a cache-sized f32 buffer, and each panel is one gemm
-// writing its columns of C. That reads the weight once, in its small dtype, and never
+// panel of output columns at a time into a cache-sized f32 buffer per thread, and each panel
+// is one gemm writing its columns of C. That reads the weight once, in its small dtype, and never
 // allocates an f32 copy of it (an lm_head would need gigabytes). Panel widths depend only on
 // the shapes, so results stay deterministic.
 
 #include <algorithm>
 
+#include "core/half.h"
+#include "core/parallel.h"
 #include "runtime/cpu/kernel_common.h"
 
 namespace bindery::cpu::detail {
@@ -66,38 +68,42 @@ void run_matmul(const GraphNode& node, Inputs in, const TensorRef& out) {
     // our own threads at once would oversubscribe the cores).
     for_each_row<2>(batch, strides, 0, batches,
                     [&](int64_t row, const std::array<int64_t, 2>& off) {
-                      gemm(p.transpose_a, p.transpose_b, m, n, k, 1.0f, a + off[0], lda,
-                           b + off[1], ldb, 0.0f, c + row * m * n, n);
+                      gemm(p.transpose_a, p.transpose_b, m, n, k, 1.0f, a + off[0], lda, b + off[1],
+                           ldb, 0.0f, c + row * m * n, n);
                     });
     return;
   }
 
-  // Shared reduced-precision b: widen `width` output columns at a time.
+  // Shared reduced-precision b: widen `width` output columns at a time. Panels are spread
+  // over the threads; inside a thread each gemm runs its tiles inline (same tiling, same sums).
   const int64_t width = std::min(n, std::max<int64_t>(16, kPanelElements / k));
-  Scratch panel(static_cast<size_t>(width * k));
+  const int64_t num_panels = (n + width - 1) / width;
   const std::array<std::vector<int64_t>, 1> a_strides = {batch_strides(ad, a_mat)};
-  const int es = dtype_bits(in[1].dtype) / 8;
+  const DataType bt = in[1].dtype;
+  const int es = dtype_bits(bt) / 8;
   const auto* b = static_cast<const uint8_t*>(in[1].data);
-  for (int64_t n0 = 0; n0 < n; n0 += width) {
-    const int64_t w = std::min(width, n - n0);
-    if (p.transpose_b) {  // b is [N, K]: the panel is rows n0..n0+w, contiguous
-      widen_f32(in[1].dtype, b + n0 * k * es, panel.data(), w * k);
-    } else {  // b is [K, N]: columns n0..n0+w of every row
-      for (int64_t r = 0; r < k; ++r)
-        widen_f32(in[1].dtype, b + (r * n + n0) * es, panel.data() + r * w, w);
+  parallel_for(num_panels, 1, [&](int64_t p0, int64_t p1) {
+    Scratch panel(static_cast<size_t>(width * k));
+    for (int64_t pi = p0; pi < p1; ++pi) {
+      const int64_t n0 = pi * width, w = std::min(width, n - n0);
+      if (p.transpose_b) {  // b is [N, K]: the panel is rows n0..n0+w, contiguous
+        to_f32(bt, b + n0 * k * es, panel.data(), w * k);
+      } else {  // b is [K, N]: columns n0..n0+w of every row
+        for (int64_t r = 0; r < k; ++r) to_f32(bt, b + (r * n + n0) * es, panel.data() + r * w, w);
+      }
+      const int64_t ldp = p.transpose_b ? k : w;
+      if (fold) {
+        gemm(false, p.transpose_b, batches * m, w, k, 1.0f, a, lda, panel.data(), ldp, 0.0f, c + n0,
+             n);
+        continue;
+      }
+      for_each_row<1>(batch, a_strides, 0, batches,
+                      [&](int64_t row, const std::array<int64_t, 1>& off) {
+                        gemm(p.transpose_a, p.transpose_b, m, w, k, 1.0f, a + off[0], lda,
+                             panel.data(), ldp, 0.0f, c + row * m * n + n0, n);
+                      });
     }
-    const int64_t ldp = p.transpose_b ? k : w;
-    if (fold) {
-      gemm(false, p.transpose_b, batches * m, w, k, 1.0f, a, lda, panel.data(), ldp, 0.0f,
-           c + n0, n);
-      continue;
-    }
-    for_each_row<1>(batch, a_strides, 0, batches,
-                    [&](int64_t row, const std::array<int64_t, 1>& off) {
-                      gemm(p.transpose_a, p.transpose_b, m, w, k, 1.0f, a + off[0], lda,
-                           panel.data(), ldp, 0.0f, c + row * m * n + n0, n);
-                    });
-  }
+  });
 }
 
 }  // namespace bindery::cpu::detail

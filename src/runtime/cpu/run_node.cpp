@@ -45,12 +45,12 @@ void check_dtypes(const GraphNode& node, std::span<const TensorRef> inputs) {
     if (index_input) ok = t.dtype == DataType::kINT32 || t.dtype == DataType::kINT64;
     if (node.type == LayerType::kCONCAT) ok = ok && t.dtype == inputs[0].dtype;
     if (!ok)
-      detail::unsupported(node, "no kernel for input " + std::to_string(i) + " of dtype " +
-                                    std::string(dtype_name(t.dtype)) +
-                                    (node.type == LayerType::kCONCAT
-                                         ? " (input 0 is " +
-                                               std::string(dtype_name(inputs[0].dtype)) + ")"
-                                         : ""));
+      detail::unsupported(
+          node, "no kernel for input " + std::to_string(i) + " of dtype " +
+                    std::string(dtype_name(t.dtype)) +
+                    (node.type == LayerType::kCONCAT
+                         ? " (input 0 is " + std::string(dtype_name(inputs[0].dtype)) + ")"
+                         : ""));
   }
 }
 
@@ -72,13 +72,12 @@ void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
       continue;
     }
     if (is_dynamic(t.dims))
-      throw Error(ErrorCode::kINVALID_ARGUMENT, node_label(node) + ": input " +
-                                                    std::to_string(i) + " " + desc_text(t) +
+      throw Error(ErrorCode::kINVALID_ARGUMENT, node_label(node) + ": input " + std::to_string(i) +
+                                                    " " + desc_text(t) +
                                                     " has dynamic dims at run time");
     if (t.data == nullptr && volume(t.dims) != 0)
-      throw Error(ErrorCode::kINVALID_ARGUMENT, node_label(node) + ": input " +
-                                                    std::to_string(i) + " " + desc_text(t) +
-                                                    " has no data");
+      throw Error(ErrorCode::kINVALID_ARGUMENT, node_label(node) + ": input " + std::to_string(i) +
+                                                    " " + desc_text(t) + " has no data");
     descs.push_back({t.dtype, t.dims});
   }
   std::vector<TensorDesc> expected;
@@ -102,9 +101,8 @@ void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
                                                   " is " + desc_text(o) + ", expected " +
                                                   to_string(expected[i]));
     if (o.data == nullptr && volume(o.dims) != 0)
-      throw Error(ErrorCode::kINVALID_ARGUMENT, node_label(node) + ": output " +
-                                                    std::to_string(i) + " " + desc_text(o) +
-                                                    " has no data");
+      throw Error(ErrorCode::kINVALID_ARGUMENT, node_label(node) + ": output " + std::to_string(i) +
+                                                    " " + desc_text(o) + " has no data");
   }
 
   const TensorRef& out = outputs[0];

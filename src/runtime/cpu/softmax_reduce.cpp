@@ -18,9 +18,7 @@
 namespace bindery::cpu::detail {
 
 namespace {
-int norm_axis(int axis, size_t rank) {
-  return axis < 0 ? axis + static_cast<int>(rank) : axis;
-}
+int norm_axis(int axis, size_t rank) { return axis < 0 ? axis + static_cast<int>(rank) : axis; }
 }  // namespace
 
 void run_softmax(const GraphNode& node, Inputs in, const TensorRef& out) {
@@ -83,13 +81,12 @@ void run_reduce(const GraphNode& node, Inputs in, const TensorRef& out) {
   const ReduceOp op = p.op;
   parallel_for(outputs, std::max<int64_t>(1, kGrain / std::max<int64_t>(count, 1)),
                [&](int64_t b, int64_t e) {
-                 for_each_row<1>(kept_dims, kept_s, b, e,
-                                 [&](int64_t o, const std::array<int64_t, 1>& base) {
-                                   const float* xs = x + base[0];
-                                   if (op == ReduceOp::kMAX) {
-                                     float m = -std::numeric_limits<float>::infinity();
-                                     for_each_row<1>(
-                                         red_outer, red_outer_s, 0, red_rows,
+                 for_each_row<1>(
+                     kept_dims, kept_s, b, e, [&](int64_t o, const std::array<int64_t, 1>& base) {
+                       const float* xs = x + base[0];
+                       if (op == ReduceOp::kMAX) {
+                         float m = -std::numeric_limits<float>::infinity();
+                         for_each_row<1>(red_outer, red_outer_s, 0, red_rows,
                                          [&](int64_t, const std::array<int64_t, 1>& off) {
                                            const float* r = xs + off[0];
                                            for (int64_t j = 0; j < red_inner; ++j) {
@@ -97,20 +94,19 @@ void run_reduce(const GraphNode& node, Inputs in, const TensorRef& out) {
                                              if (v > m || std::isnan(v)) m = v;
                                            }
                                          });
-                                     y[o] = m;
-                                     return;
-                                   }
-                                   double sum = 0.0;
-                                   for_each_row<1>(
-                                       red_outer, red_outer_s, 0, red_rows,
+                         y[o] = m;
+                         return;
+                       }
+                       double sum = 0.0;
+                       for_each_row<1>(red_outer, red_outer_s, 0, red_rows,
                                        [&](int64_t, const std::array<int64_t, 1>& off) {
                                          const float* r = xs + off[0];
                                          for (int64_t j = 0; j < red_inner; ++j)
                                            sum += r[j * red_stride];
                                        });
-                                   if (op == ReduceOp::kAVG) sum /= static_cast<double>(count);
-                                   y[o] = static_cast<float>(sum);
-                                 });
+                       if (op == ReduceOp::kAVG) sum /= static_cast<double>(count);
+                       y[o] = static_cast<float>(sum);
+                     });
                });
 }
 
