@@ -5,8 +5,8 @@
 #   tools/fuzz_plan.sh [seconds]
 #
 # New inputs are collected in a scratch directory during the run and merged into the committed
-# corpus (tests/fuzz/corpus/plan_load) only at the end, with -merge=1, which keeps just the
-# inputs that add coverage. Crashes are written to build-fuzz/plan_load_artifacts/; turn each
+# corpus (tests/fuzz/corpus/plan_load) only at the end, with -merge=1 -use_counters=0: only
+# inputs that reach new edges are kept (not every new hit count), so the corpus stays small. Crashes are written to build-fuzz/plan_load_artifacts/; turn each
 # into a unit test in tests/plan/ before fixing it. Exit status: the fuzzer's (non-zero on a
 # crash, in which case nothing is merged).
 set -euo pipefail
@@ -33,7 +33,7 @@ status=0
   -print_final_stats=1 -artifact_prefix="$artifacts/" "$scratch" "$corpus" || status=$?
 
 if [[ $status -eq 0 ]]; then
-  "$fuzzer" -merge=1 -max_len=65536 "$corpus" "$scratch"
+  "$fuzzer" -merge=1 -use_counters=0 -max_len=65536 "$corpus" "$scratch"
 fi
-echo "corpus: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
+echo "corpus: $(find "$corpus" -type f | wc -l) files, $(du -sb "$corpus" | cut -f1) bytes"
 exit $status

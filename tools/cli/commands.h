@@ -11,5 +11,6 @@ using Command = std::function<int()>;
 
 Command add_inspect(CLI::App& app);
 Command add_example(CLI::App& app);
+Command add_build_example(CLI::App& app);
 
 }  // namespace bindery::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   };
   add(bindery::cli::add_inspect);
   add(bindery::cli::add_example);
+  add(bindery::cli::add_build_example);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [sub, run] : commands)
@@ -24,6 +25,9 @@ int main(int argc, char** argv) {
   } catch (const bindery::Error& e) {
     std::fprintf(stderr, "bindery: error: %s\n", e.what());
     return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bindery: internal error: %s\n", e.what());
+    return 3;
   }
   return 0;
 }
