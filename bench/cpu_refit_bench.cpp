@@ -27,7 +27,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 struct Weights2 {
   std::vector<std::string> names;
@@ -39,11 +41,8 @@ Weights2 make_weights(int count, int64_t dim, uint32_t seed) {
   Weights2 w;
   for (int i = 0; i < count; ++i) {
     w.names.push_back("w" + std::to_string(i));
-    HostTensor t(DataType::kFLOAT, {dim, dim});
-    float* p = t.data_as<float>();
-    for (int64_t k = 0; k < t.count(); ++k) p[k] = static_cast<float>((k * 2654435761u + seed * 97u + i) % 1000) * 1e-6f;
-    w.bytes += t.size_bytes();
-    w.values.push_back(std::move(t));
+    w.values.push_back(examples::random_tensor({dim, dim}, seed * 1000 + i, 0.01f));
+    w.bytes += w.values.back().size_bytes();
   }
   return w;
 }
@@ -52,7 +51,8 @@ Network chain(const Weights2& w, int64_t dim) {
   Network net;
   Tensor* x = net.add_input("x", DataType::kFLOAT, {kDYNAMIC, dim});
   for (size_t i = 0; i < w.names.size(); ++i)
-    x = net.add_matmul(x, false, net.add_constant(w.values[i].view(), w.names[i])->output(0), true)->output(0);
+    x = net.add_matmul(x, false, net.add_constant(w.values[i].view(), w.names[i])->output(0), true)
+            ->output(0);
   x->set_name("y");
   net.mark_output(x);
   return net;
@@ -62,8 +62,13 @@ Network pairs(const Weights2& w, int64_t dim) {
   Network net;
   Tensor* x = net.add_input("x", DataType::kFLOAT, {kDYNAMIC, dim});
   for (size_t i = 0; i + 1 < w.names.size(); i += 2) {
-    Tensor* a = net.add_matmul(x, false, net.add_constant(w.values[i].view(), w.names[i])->output(0), true)->output(0);
-    Tensor* b = net.add_matmul(x, false, net.add_constant(w.values[i + 1].view(), w.names[i + 1])->output(0), true)->output(0);
+    Tensor* a =
+        net.add_matmul(x, false, net.add_constant(w.values[i].view(), w.names[i])->output(0), true)
+            ->output(0);
+    Tensor* b =
+        net.add_matmul(x, false,
+                       net.add_constant(w.values[i + 1].view(), w.names[i + 1])->output(0), true)
+            ->output(0);
     x = net.add_elementwise(a, b, ElementwiseOp::kSUM)->output(0);
   }
   x->set_name("y");
@@ -71,7 +76,8 @@ Network pairs(const Weights2& w, int64_t dim) {
   return net;
 }
 
-double refit_gbps(Network (*make)(const Weights2&, int64_t), int count, int64_t dim, int repeat, int* slots) {
+double refit_gbps(Network (*make)(const Weights2&, int64_t), int count, int64_t dim, int repeat,
+                  int* slots) {
   double best = 0;
   Weights2 a = make_weights(count, dim, 1);
   BuilderConfig cfg;
@@ -82,7 +88,8 @@ double refit_gbps(Network (*make)(const Weights2&, int64_t), int count, int64_t 
   for (int r = 0; r < repeat; ++r) {
     Refitter refitter(*engine);
     const auto t0 = Clock::now();
-    for (size_t i = 0; i < b.names.size(); ++i) refitter.set_named_weights(b.names[i], b.values[i].view());
+    for (size_t i = 0; i < b.names.size(); ++i)
+      refitter.set_named_weights(b.names[i], b.values[i].view());
     refitter.refit();
     const auto t1 = Clock::now();
     best = std::max(best, static_cast<double>(b.bytes) / seconds(t0, t1) / 1e9);
@@ -126,19 +133,25 @@ int main(int argc, char** argv) {
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--gib" && i + 1 < argc) gib = std::stod(argv[++i]);
-    else if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
-    else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    if (a == "--gib" && i + 1 < argc)
+      gib = std::stod(argv[++i]);
+    else if (a == "--repeat" && i + 1 < argc)
+      repeat = std::stoi(argv[++i]);
+    else if (a == "--json" && i + 1 < argc)
+      json_path = argv[++i];
     else {
       std::fprintf(stderr, "usage: %s [--gib G] [--repeat N] [--json out.json]\n", argv[0]);
       return 2;
     }
   }
   const int64_t dim = 4096;  // 64 MiB per f32 weight
-  const int count = std::max(2, static_cast<int>(gib * 1073741824.0 / (dim * dim * 4.0) + 0.5)) / 2 * 2;
+  const int count =
+      std::max(2, static_cast<int>(gib * 1073741824.0 / (dim * dim * 4.0) + 0.5)) / 2 * 2;
   const int64_t bytes = count * dim * dim * 4;
-  std::printf("cpu refit benchmark: %d weights of f32[%lld, %lld], %.2f GiB, %d threads, best of %d\n", count,
-              static_cast<long long>(dim), static_cast<long long>(dim), bytes / 1073741824.0, num_threads(), repeat);
+  std::printf(
+      "cpu refit benchmark: %d weights of f32[%lld, %lld], %.2f GiB, %d threads, best of %d\n",
+      count, static_cast<long long>(dim), static_cast<long long>(dim), bytes / 1073741824.0,
+      num_threads(), repeat);
   const double mc1 = memcpy_gbps(bytes, repeat, false);
   const double mcn = memcpy_gbps(bytes, repeat, true);
   int slots_id = 0, slots_cat = 0;
@@ -147,19 +160,23 @@ int main(int argc, char** argv) {
   const double mc = std::max(mc1, mcn);
   std::printf("memcpy (1 thread)        %7.2f GB/s\n", mc1);
   std::printf("memcpy (%d threads)       %7.2f GB/s\n", num_threads(), mcn);
-  std::printf("refit, identity recipes  %7.2f GB/s  (%d slots)  %.2f x memcpy\n", id, slots_id, id / mc);
-  std::printf("refit, concat recipes    %7.2f GB/s  (%d slots)  %.2f x memcpy\n", cat, slots_cat, cat / mc);
+  std::printf("refit, identity recipes  %7.2f GB/s  (%d slots)  %.2f x memcpy\n", id, slots_id,
+              id / mc);
+  std::printf("refit, concat recipes    %7.2f GB/s  (%d slots)  %.2f x memcpy\n", cat, slots_cat,
+              cat / mc);
   std::printf("goal: identity >= 0.5 x memcpy: %s\n", id >= 0.5 * mc ? "met" : "NOT met");
   if (!json_path.empty()) {
     char date[32];
     const std::time_t now = std::time(nullptr);
     std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     std::ofstream out(json_path);
-    out << "{\n  \"benchmark\": \"cpu_refit\",\n  \"device\": \"" << cpu_name() << " (" << num_threads()
-        << " threads)\",\n  \"date\": \"" << date << "\",\n  \"commit\": \"" << (std::getenv("BINDERY_COMMIT") ? std::getenv("BINDERY_COMMIT") : "unknown")
+    out << "{\n  \"benchmark\": \"cpu_refit\",\n  \"device\": \"" << cpu_name() << " ("
+        << num_threads() << " threads)\",\n  \"date\": \"" << date << "\",\n  \"commit\": \""
+        << (std::getenv("BINDERY_COMMIT") ? std::getenv("BINDERY_COMMIT") : "unknown")
         << "\",\n  \"weight_bytes\": " << bytes << ",\n  \"memcpy_1thread_gbps\": " << mc1
         << ",\n  \"memcpy_threads_gbps\": " << mcn << ",\n  \"refit_identity_gbps\": " << id
-        << ",\n  \"refit_concat_gbps\": " << cat << ",\n  \"identity_vs_memcpy\": " << id / mc << "\n}\n";
+        << ",\n  \"refit_concat_gbps\": " << cat << ",\n  \"identity_vs_memcpy\": " << id / mc
+        << "\n}\n";
   }
   return 0;
 }

@@ -15,8 +15,8 @@ enum class DataType : uint8_t {
   kUINT8,
   kINT32,
   kINT64,
-  kBOOL,       // one byte, 0 or 1
-  kINT4,       // packed signed int4, two per byte, low nibble first
+  kBOOL,  // one byte, 0 or 1
+  kINT4,  // packed signed int4, two per byte, low nibble first
 };
 
 /// Short stable name used in plans, the CLI and messages: "f32", "f16", "bf16", "i8", "u8",

@@ -16,9 +16,9 @@ struct GraphTensor {
   std::string name;
   TensorDesc desc;
   TensorKind kind = TensorKind::kACTIVATION;
-  int slot = -1;           // kWEIGHT: index into the plan's slots (builder: into its weights)
+  int slot = -1;  // kWEIGHT: index into the plan's slots (builder: into its weights)
   bool is_output = false;
-  bool is_debug = false;   // readable from an ExecutionContext after a run
+  bool is_debug = false;  // readable from an ExecutionContext after a run
 };
 
 struct GraphNode {

@@ -22,9 +22,9 @@ enum class LayerType : uint8_t {
   kUNARY,
   kSOFTMAX,
   kREDUCE,
-  kRMSNORM,      // inputs x, weight (last dim)
-  kLAYERNORM,    // inputs x, weight, bias (last dim; bias optional)
-  kGATHER,       // inputs data, indices (int32/int64): embedding lookup along `axis`
+  kRMSNORM,    // inputs x, weight (last dim)
+  kLAYERNORM,  // inputs x, weight, bias (last dim; bias optional)
+  kGATHER,     // inputs data, indices (int32/int64): embedding lookup along `axis`
   kRESHAPE,
   kTRANSPOSE,
   kCONCAT,
@@ -37,7 +37,17 @@ enum class LayerType : uint8_t {
 
 enum class ElementwiseOp : uint8_t { kSUM, kSUB, kPROD, kDIV, kMIN, kMAX, kPOW };
 enum class UnaryOp : uint8_t {
-  kRELU, kGELU_ERF, kGELU_TANH, kSILU, kSIGMOID, kTANH, kEXP, kSQRT, kRSQRT, kNEG, kABS
+  kRELU,
+  kGELU_ERF,
+  kGELU_TANH,
+  kSILU,
+  kSIGMOID,
+  kTANH,
+  kEXP,
+  kSQRT,
+  kRSQRT,
+  kNEG,
+  kABS
 };
 enum class ReduceOp : uint8_t { kSUM, kAVG, kMAX };
 enum class PoolingType : uint8_t { kMAX, kAVERAGE };
@@ -122,12 +132,12 @@ LayerParams default_params(LayerType type);
 /// True if `params` holds the alternative `type` expects.
 bool params_match(LayerType type, const LayerParams& params);
 
-std::string_view layer_type_name(LayerType t);        // "matmul", "conv2d", ...
-std::string_view elementwise_op_name(ElementwiseOp o);  // "add", "sub", "mul", "div", "min", "max", "pow"
-std::string_view unary_op_name(UnaryOp o);            // "relu", "gelu_erf", "gelu_tanh", ...
-std::string_view reduce_op_name(ReduceOp o);          // "sum", "mean", "max"
-std::string_view pooling_type_name(PoolingType t);    // "max", "avg"
-
+std::string_view layer_type_name(LayerType t);  // "matmul", "conv2d", ...
+std::string_view elementwise_op_name(
+    ElementwiseOp o);                         // "add", "sub", "mul", "div", "min", "max", "pow"
+std::string_view unary_op_name(UnaryOp o);    // "relu", "gelu_erf", "gelu_tanh", ...
+std::string_view reduce_op_name(ReduceOp o);  // "sum", "mean", "max"
+std::string_view pooling_type_name(PoolingType t);  // "max", "avg"
 
 /// Number of inputs a layer type accepts: [min, max].
 std::pair<int, int> input_arity(LayerType t);

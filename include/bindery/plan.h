@@ -40,7 +40,7 @@ struct SourceWeight {
 struct Slot {
   std::string name;
   TensorDesc desc;
-  int64_t offset = 0;       // byte offset in the blob (kBLOB_ALIGNMENT-aligned)
+  int64_t offset = 0;  // byte offset in the blob (kBLOB_ALIGNMENT-aligned)
   int64_t size_bytes = 0;
   bool refittable = false;  // its recipe is replayed on refit
   Recipe recipe;            // empty sources for a baked slot (folded at build, not refittable)
@@ -49,8 +49,8 @@ struct Slot {
 
 /// Something the builder did or gave up, for `inspect` and users who wonder why.
 struct BuildReportEntry {
-  std::string kind;         // "fusion", "folding", "given_up", "cast"
-  std::string description;  // "conv2d_0 + gelu_erf fused"
+  std::string kind;                  // "fusion", "folding", "given_up", "cast"
+  std::string description;           // "conv2d_0 + gelu_erf fused"
   std::vector<std::string> weights;  // weights involved (the refittable ones when given up)
 };
 

@@ -22,7 +22,8 @@ enum class RecipeOp : uint8_t {
   kTRANSPOSE,       // args: {step}; dims = permutation
   kRESHAPE,         // args: {step}; dims = new shape (same element count)
   kCAST,            // args: {step}; dtype
-  kFOLD_BN_KERNEL,  // args: {kernel, scale, var}; epsilon. kernel[o,...] * scale[o]/sqrt(var[o]+eps)
+  kFOLD_BN_KERNEL,  // args: {kernel, scale, var}; epsilon. kernel[o,...] *
+                    // scale[o]/sqrt(var[o]+eps)
   kFOLD_BN_BIAS,    // args: {scale, bias, mean, var[, conv_bias]}; epsilon.
                     //   (conv_bias - mean) * scale/sqrt(var+eps) + bias   (conv_bias = 0 if absent)
 };
@@ -69,13 +70,13 @@ bool recipe_is_separable(const Recipe& r);
 /// For a separable recipe: writes only the region of the slot (`slot_data`, host memory of
 /// the whole slot) that source `source_index` determines, from the host view `source`.
 /// `sources` gives every source's dtype and shape (they fix where each region lies).
-void evaluate_recipe_region(const Recipe& r, std::span<const TensorDesc> sources,
-                            int source_index, const Weights& source, void* slot_data);
+void evaluate_recipe_region(const Recipe& r, std::span<const TensorDesc> sources, int source_index,
+                            const Weights& source, void* slot_data);
 
 /// Recovers source `source_index` from the slot's content, inverting the recipe: identity,
 /// concat (selects the part), cast (casts back to the source's dtype), transpose, reshape.
 /// Throws Error(kNOT_INVERTIBLE) saying which step (e.g. a folded batch norm) cannot be undone.
-HostTensor invert_recipe(const Recipe& r, std::span<const TensorDesc> sources,
-                         int source_index, const Weights& slot);
+HostTensor invert_recipe(const Recipe& r, std::span<const TensorDesc> sources, int source_index,
+                         const Weights& slot);
 
 }  // namespace bindery

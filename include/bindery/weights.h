@@ -35,7 +35,9 @@ struct Weights {
     return {static_cast<const std::byte*>(values), static_cast<size_t>(size_bytes())};
   }
   template <class T>
-  const T* data() const { return static_cast<const T*>(values); }
+  const T* data() const {
+    return static_cast<const T*>(values);
+  }
   TensorDesc desc() const { return {dtype, shape}; }
 };
 
@@ -59,9 +61,13 @@ class HostTensor {
   void* data() { return data_.get(); }
   const void* data() const { return data_.get(); }
   template <class T>
-  T* data_as() { return static_cast<T*>(data()); }
+  T* data_as() {
+    return static_cast<T*>(data());
+  }
   template <class T>
-  const T* data_as() const { return static_cast<const T*>(data()); }
+  const T* data_as() const {
+    return static_cast<const T*>(data());
+  }
   Weights view() const { return Weights(dtype_, shape_, data_.get()); }
   TensorDesc desc() const { return {dtype_, shape_}; }
   /// Changes the shape without touching the data (same element count required).

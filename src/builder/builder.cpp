@@ -14,7 +14,6 @@ namespace {
 
 using build::BuildState;
 
-
 BuildState make_state(const Network& network, const BuilderFlags& flags) {
   BuildState s;
   s.flags = flags;
@@ -28,7 +27,8 @@ BuildState make_state(const Network& network, const BuilderFlags& flags) {
     sw.desc = {l->weights().dtype, l->weights().shape};
     sw.refittable = all || (individual && network.are_weights_marked_refittable(name));
     if (sw.refittable && flags.has(BuilderFlag::kREFIT_IDENTICAL))
-      sw.identical_hash = hash64(l->weights().values, static_cast<size_t>(l->weights().size_bytes()));
+      sw.identical_hash =
+          hash64(l->weights().values, static_cast<size_t>(l->weights().size_bytes()));
     s.sources.push_back(sw);
     s.source_values.push_back(l->weights());
     s.weights.push_back({Recipe::identity(name), sw.desc});
@@ -69,7 +69,8 @@ PlanMetadata finish(BuildState& s, HostTensor& blob) {
         slot.offset = offset;
         offset += (slot.size_bytes + kBLOB_ALIGNMENT - 1) / kBLOB_ALIGNMENT * kBLOB_ALIGNMENT;
         slot.refittable = !w.recipe.sources.empty();
-        for (const auto& n : w.recipe.sources) slot.refittable = slot.refittable && s.sources[s.source(n)].refittable;
+        for (const auto& n : w.recipe.sources)
+          slot.refittable = slot.refittable && s.sources[s.source(n)].refittable;
         meta.slots.push_back(std::move(slot));
       }
       gt.slot = it->second;
@@ -101,7 +102,8 @@ PlanMetadata finish(BuildState& s, HostTensor& blob) {
     std::vector<Weights> views;
     for (const auto& n : sl.recipe.sources) views.push_back(s.source_values[s.source(n)]);
     HostTensor v = evaluate_recipe(sl.recipe, views);
-    std::memcpy(static_cast<std::byte*>(blob.data()) + sl.offset, v.data(), static_cast<size_t>(sl.size_bytes));
+    std::memcpy(static_cast<std::byte*>(blob.data()) + sl.offset, v.data(),
+                static_cast<size_t>(sl.size_bytes));
     sl.checksum = hash64(v.data(), static_cast<size_t>(sl.size_bytes));
   }
   meta.flags = s.flags;
@@ -133,7 +135,8 @@ Plan Builder::build(const Network& network, const BuilderConfig& config) const {
   HostTensor blob;
   PlanMetadata meta = finish(s, blob);
   log_info("built plan: " + std::to_string(meta.graph.nodes.size()) + " nodes, " +
-           std::to_string(meta.slots.size()) + " slots, " + std::to_string(meta.blob_size) + " weight bytes");
+           std::to_string(meta.slots.size()) + " slots, " + std::to_string(meta.blob_size) +
+           " weight bytes");
   step("done", 6);
   Plan plan(std::move(meta), std::move(blob));
   if (config.get_flag(BuilderFlag::kSTRIP_PLAN))

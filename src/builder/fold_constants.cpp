@@ -15,7 +15,8 @@ namespace {
 int axis_of(int axis, size_t rank) { return axis < 0 ? axis + static_cast<int>(rank) : axis; }
 
 // The recipe for a layout op over weight inputs, or nullopt if the op is not a layout op.
-std::optional<Recipe> layout_recipe(const BuildState& s, const GraphNode& n, const TensorDesc& out) {
+std::optional<Recipe> layout_recipe(const BuildState& s, const GraphNode& n,
+                                    const TensorDesc& out) {
   const BuildWeight& in = s.weight_of(n.inputs[0]);
   const Recipe* arg = &in.recipe;
   switch (n.type) {
@@ -31,7 +32,8 @@ std::optional<Recipe> layout_recipe(const BuildState& s, const GraphNode& n, con
     }
     case LayerType::kCAST: {
       const DataType to = std::get<CastParams>(n.params).to;
-      if (!(is_floating(to) && is_floating(in.desc.dtype)) && to != in.desc.dtype) return std::nullopt;
+      if (!(is_floating(to) && is_floating(in.desc.dtype)) && to != in.desc.dtype)
+        return std::nullopt;
       RecipeStep st{RecipeOp::kCAST};
       st.dtype = to;
       return compose(st, std::span(&arg, 1));
@@ -58,8 +60,7 @@ std::optional<Recipe> layout_recipe(const BuildState& s, const GraphNode& n, con
       }
       return r;
     }
-    default:
-      return std::nullopt;
+    default: return std::nullopt;
   }
 }
 
@@ -84,8 +85,8 @@ void fold_constants(BuildState& s) {
 
     if (s.uniform_refittability(inputs)) {
       if (auto r = layout_recipe(s, n, out)) {
-        s.note("folding", n.name + " (" + std::string(layer_type_name(n.type)) + ") folded into the recipe " +
-                              r->to_string());
+        s.note("folding", n.name + " (" + std::string(layer_type_name(n.type)) +
+                              ") folded into the recipe " + r->to_string());
         s.make_weight(n.outputs[0], {std::move(*r), out});
         s.dead[i] = true;
         continue;
@@ -93,8 +94,10 @@ void fold_constants(BuildState& s) {
     }
     const auto refittable = s.refittable_names(inputs);
     if (!refittable.empty() && !s.flags.has(BuilderFlag::kREFIT_IDENTICAL)) {
-      s.note("given_up", "constant folding of " + n.name + " (" + std::string(layer_type_name(n.type)) +
-                             "): its weights are refittable, so it runs at inference", refittable);
+      s.note("given_up",
+             "constant folding of " + n.name + " (" + std::string(layer_type_name(n.type)) +
+                 "): its weights are refittable, so it runs at inference",
+             refittable);
       continue;
     }
     // Computed now by the same kernel the runtime would run.
@@ -111,8 +114,10 @@ void fold_constants(BuildState& s) {
     HostTensor result(out.dtype, out.dims);
     const cpu::TensorRef out_ref{out.dtype, out.dims, result.data()};
     cpu::run_node(n, refs, std::span(&out_ref, 1));
-    s.note("folding", n.name + " (" + std::string(layer_type_name(n.type)) + ") computed at build time");
-    s.make_weight(n.outputs[0], s.add_folded_source(s.graph.tensors[n.outputs[0]].name, std::move(result)));
+    s.note("folding",
+           n.name + " (" + std::string(layer_type_name(n.type)) + ") computed at build time");
+    s.make_weight(n.outputs[0],
+                  s.add_folded_source(s.graph.tensors[n.outputs[0]].name, std::move(result)));
     s.dead[i] = true;
   }
 }

@@ -45,8 +45,11 @@ void fold_conv_batchnorm(BuildState& s) {
     for (int t : ws) all_weights = all_weights && s.is_weight(t);
     if (!all_weights) continue;
     if (!s.uniform_refittability(ws)) {
-      s.note("given_up", "folding " + bn.name + " into " + conv.name + ": only some of its weights are refittable (" +
-                             weight_list(s.refittable_names(ws)) + ")", s.refittable_names(ws));
+      s.note("given_up",
+             "folding " + bn.name + " into " + conv.name +
+                 ": only some of its weights are refittable (" +
+                 weight_list(s.refittable_names(ws)) + ")",
+             s.refittable_names(ws));
       continue;
     }
     const float eps = std::get<BatchNormParams>(bn.params).epsilon;
@@ -56,15 +59,18 @@ void fold_conv_batchnorm(BuildState& s) {
                              &s.weight_of(bn.inputs[4]).recipe};
     RecipeStep b{RecipeOp::kFOLD_BN_BIAS};
     b.epsilon = eps;
-    std::vector<const Recipe*> bargs = {&s.weight_of(bn.inputs[1]).recipe, &s.weight_of(bn.inputs[2]).recipe,
-                                        &s.weight_of(bn.inputs[3]).recipe, &s.weight_of(bn.inputs[4]).recipe};
+    std::vector<const Recipe*> bargs = {
+        &s.weight_of(bn.inputs[1]).recipe, &s.weight_of(bn.inputs[2]).recipe,
+        &s.weight_of(bn.inputs[3]).recipe, &s.weight_of(bn.inputs[4]).recipe};
     if (conv_bias >= 0) bargs.push_back(&s.weight_of(conv_bias).recipe);
     const TensorDesc kdesc{DataType::kFLOAT, s.graph.tensors[kernel].desc.dims};
     const TensorDesc bdesc{DataType::kFLOAT, {kdesc.dims[0]}};
     // Compose both before adding either: adding a weight may move the recipes kargs points to.
     Recipe kernel_recipe = compose(k, kargs), bias_recipe = compose(b, bargs);
-    const int new_kernel = s.add_weight_tensor(conv.name + ".folded_kernel", {std::move(kernel_recipe), kdesc});
-    const int new_bias = s.add_weight_tensor(conv.name + ".folded_bias", {std::move(bias_recipe), bdesc});
+    const int new_kernel =
+        s.add_weight_tensor(conv.name + ".folded_kernel", {std::move(kernel_recipe), kdesc});
+    const int new_bias =
+        s.add_weight_tensor(conv.name + ".folded_bias", {std::move(bias_recipe), bdesc});
     GraphNode& c = s.graph.nodes[i];
     c.inputs = {c.inputs[0], new_kernel, new_bias};
     c.outputs = {s.graph.nodes[bn_index].outputs[0]};
@@ -92,8 +98,10 @@ void fuse_conv_activations(BuildState& s) {
         const bool commutative = op == ElementwiseOp::kSUM || op == ElementwiseOp::kPROD ||
                                  op == ElementwiseOp::kMIN || op == ElementwiseOp::kMAX;
         int other = -1;
-        if (act.inputs[0] == out) other = act.inputs[1];
-        else if (commutative && act.inputs[1] == out) other = act.inputs[0];
+        if (act.inputs[0] == out)
+          other = act.inputs[1];
+        else if (commutative && act.inputs[1] == out)
+          other = act.inputs[0];
         if (other < 0 || other == out || !s.is_weight(other)) break;
         // The constant must be a scalar or one value per output channel, and not change the shape.
         const Dims& od = s.graph.tensors[out].desc.dims;
@@ -107,8 +115,10 @@ void fuse_conv_activations(BuildState& s) {
         if (!per_channel_ok) break;
         const auto refittable = s.refittable_names(std::span(&other, 1));
         if (!refittable.empty() && !s.flags.has(BuilderFlag::kREFIT_IDENTICAL)) {
-          s.note("given_up", "fusing " + act.name + " (" + std::string(elementwise_op_name(op)) + ") into " + conv.name +
-                                 ": its constant " + weight_list(refittable) + " is refittable and would be baked",
+          s.note("given_up",
+                 "fusing " + act.name + " (" + std::string(elementwise_op_name(op)) + ") into " +
+                     conv.name + ": its constant " + weight_list(refittable) +
+                     " is refittable and would be baked",
                  refittable);
           break;
         }
@@ -125,7 +135,8 @@ void fuse_conv_activations(BuildState& s) {
       conv.outputs = {act.outputs[0]};
       s.dead[next] = true;
       s.note("fusion", conv.name + " + " + act.name + " (" +
-                           std::string(step.is_unary ? unary_op_name(step.unary) : elementwise_op_name(step.binary)) +
+                           std::string(step.is_unary ? unary_op_name(step.unary)
+                                                     : elementwise_op_name(step.binary)) +
                            ") fused");
     }
   }

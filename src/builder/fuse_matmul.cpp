@@ -25,7 +25,8 @@ void fuse_shared_input_matmuls(BuildState& s) {
     const int64_t k = p.transpose_b ? bd.dims[1] : bd.dims[0];
     std::vector<int> bt = {b};
     if (!s.uniform_refittability(bt)) continue;
-    groups[{a, p.transpose_a, p.transpose_b, bd.dtype, k, s.any_refittable(b)}].push_back(static_cast<int>(i));
+    groups[{a, p.transpose_a, p.transpose_b, bd.dtype, k, s.any_refittable(b)}].push_back(
+        static_cast<int>(i));
   }
   std::map<int, std::vector<GraphNode>> replacements;  // first node of a group -> new nodes
   for (auto& [key, members] : groups) {
@@ -86,7 +87,8 @@ void fuse_shared_input_matmuls(BuildState& s) {
     }
     for (int m : members) s.dead[m] = true;
     replacements[members[0]] = std::move(nodes);
-    s.note("fusion", node_names + " fused into one matmul over " + fused_name, s.refittable_names(std::span(&w, 1)));
+    s.note("fusion", node_names + " fused into one matmul over " + fused_name,
+           s.refittable_names(std::span(&w, 1)));
   }
   if (replacements.empty()) return;
   std::vector<GraphNode> nodes;

@@ -7,7 +7,8 @@ namespace bindery {
 int64_t volume(const Dims& d) {
   int64_t n = 1;
   for (int64_t x : d) {
-    check(x >= 0, ErrorCode::kINVALID_ARGUMENT, "volume of dynamic or negative dims " + to_string(d));
+    check(x >= 0, ErrorCode::kINVALID_ARGUMENT,
+          "volume of dynamic or negative dims " + to_string(d));
     n *= x;
   }
   return n;

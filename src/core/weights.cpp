@@ -30,7 +30,8 @@ HostTensor::HostTensor(DataType dtype, Dims shape) : dtype_(dtype), shape_(std::
 }
 
 HostTensor HostTensor::copy_of(const Weights& w) {
-  check(w.on_host(), ErrorCode::kDEVICE, "HostTensor::copy_of needs a host view, got " + describe(w));
+  check(w.on_host(), ErrorCode::kDEVICE,
+        "HostTensor::copy_of needs a host view, got " + describe(w));
   HostTensor t(w.dtype, w.shape);
   if (t.size_bytes()) std::memcpy(t.data(), w.values, t.size_bytes());
   return t;

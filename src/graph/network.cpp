@@ -14,7 +14,7 @@ struct Network::Impl {
   std::vector<std::unique_ptr<Layer>> layers;
   std::vector<Tensor*> inputs;
   std::vector<Tensor*> outputs;
-  std::vector<Layer*> constants;                 // in insertion order
+  std::vector<Layer*> constants;  // in insertion order
   std::map<std::string, Layer*> weights_by_name;
   std::set<std::string> refittable;
   std::vector<std::unique_ptr<HostTensor>> owned;  // values of add_constant(HostTensor)
@@ -39,7 +39,8 @@ std::string Network::unique_name(const std::string& base) {
 
 Tensor* Network::add_input(const std::string& name, DataType dtype, Dims dims) {
   for (Tensor* t : impl_->inputs)
-    check(t->name() != name, ErrorCode::kINVALID_ARGUMENT, "network input '" + name + "' already exists");
+    check(t->name() != name, ErrorCode::kINVALID_ARGUMENT,
+          "network input '" + name + "' already exists");
   auto t = std::make_unique<Tensor>();
   t->name_ = name;
   t->desc_ = {dtype, std::move(dims)};
@@ -178,7 +179,8 @@ Layer* Network::add_concat(std::span<Tensor* const> inputs, int axis) {
   return add_layer(LayerType::kCONCAT, ConcatParams{axis}, {inputs.begin(), inputs.end()});
 }
 Layer* Network::add_slice(Tensor* x, Dims start, Dims size, Dims stride) {
-  return add_layer(LayerType::kSLICE, SliceParams{std::move(start), std::move(size), std::move(stride)}, {x});
+  return add_layer(LayerType::kSLICE,
+                   SliceParams{std::move(start), std::move(size), std::move(stride)}, {x});
 }
 Layer* Network::add_cast(Tensor* x, DataType to) {
   return add_layer(LayerType::kCAST, CastParams{to}, {x});
@@ -241,12 +243,14 @@ Layer* Network::find_weights(const std::string& name) const {
 
 std::vector<std::string> Network::weights_names() const {
   std::vector<std::string> names;
-  for (Layer* l : impl_->constants) names.push_back(std::get<ConstantParams>(l->params()).weights_name);
+  for (Layer* l : impl_->constants)
+    names.push_back(std::get<ConstantParams>(l->params()).weights_name);
   return names;
 }
 
 void Network::validate() const {
-  check(!impl_->outputs.empty(), ErrorCode::kINVALID_NETWORK, "network has no outputs (call mark_output)");
+  check(!impl_->outputs.empty(), ErrorCode::kINVALID_NETWORK,
+        "network has no outputs (call mark_output)");
   std::set<std::string> tensor_names;
   for (const auto& t : impl_->tensors) {
     check(!t->name().empty(), ErrorCode::kINVALID_NETWORK, "a tensor has an empty name");
@@ -269,7 +273,8 @@ void Network::validate() const {
       throw Error(ErrorCode::kINVALID_NETWORK, layer_error(*l, e.what()));
     }
     // Params may have been edited after the layer was added: re-derive the output description.
-    for (size_t i = 0; i < out.size() && i < l->outputs_.size(); ++i) l->outputs_[i]->desc_ = out[i];
+    for (size_t i = 0; i < out.size() && i < l->outputs_.size(); ++i)
+      l->outputs_[i]->desc_ = out[i];
   }
 }
 

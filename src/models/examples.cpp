@@ -32,7 +32,8 @@ Tensor* constant(Network& net, const WeightMap& w, const std::string& name) {
 
 Tensor* linear(Network& net, const WeightMap& w, Tensor* x, const std::string& prefix, bool bias) {
   Tensor* y = net.add_matmul(x, false, constant(net, w, prefix + ".weight"), true)->output(0);
-  if (bias) y = net.add_elementwise(y, constant(net, w, prefix + ".bias"), ElementwiseOp::kSUM)->output(0);
+  if (bias)
+    y = net.add_elementwise(y, constant(net, w, prefix + ".bias"), ElementwiseOp::kSUM)->output(0);
   return y;
 }
 
@@ -55,7 +56,8 @@ WeightMap mlp_weights(const MlpConfig& c, uint32_t seed) {
     const float s_in = 1.f / std::sqrt(static_cast<float>(in));
     w[p + "gate.weight"] = random_tensor({c.hidden, in}, ++k, s_in);
     w[p + "up.weight"] = random_tensor({c.hidden, in}, ++k, s_in);
-    w[p + "down.weight"] = random_tensor({c.out, c.hidden}, ++k, 1.f / std::sqrt(static_cast<float>(c.hidden)));
+    w[p + "down.weight"] =
+        random_tensor({c.out, c.hidden}, ++k, 1.f / std::sqrt(static_cast<float>(c.hidden)));
     w[p + "down.bias"] = random_tensor({c.out}, ++k, 0.1f);
     HostTensor g = random_tensor({c.out}, ++k, 0.2f);
     for (int64_t i = 0; i < g.count(); ++i) g.data_as<float>()[i] += 1.f;
@@ -77,7 +79,9 @@ Network mlp_network(const MlpConfig& c, const WeightMap& w) {
     h->set_name(p + "act");
     if (l == 0) net.mark_debug(h);
     Tensor* d = linear(net, w, h, p + "down", true);
-    x = net.add_layer_norm(d, constant(net, w, p + "ln.weight"), constant(net, w, p + "ln.bias"), 1e-5f)->output(0);
+    x = net.add_layer_norm(d, constant(net, w, p + "ln.weight"), constant(net, w, p + "ln.bias"),
+                           1e-5f)
+            ->output(0);
   }
   x->set_name("y");
   net.mark_output(x);
@@ -113,13 +117,15 @@ Network cnn_network(const CnnConfig& c, const WeightMap& w) {
   Tensor* x = net.add_input("image", DataType::kFLOAT, {kDYNAMIC, 3, c.image, c.image});
   ConvParams same;
   same.padding = {1, 1};
-  x = net.add_convolution(x, constant(net, w, "conv1.weight"), constant(net, w, "conv1.bias"), same)->output(0);
+  x = net.add_convolution(x, constant(net, w, "conv1.weight"), constant(net, w, "conv1.bias"), same)
+          ->output(0);
   x = net.add_unary(x, UnaryOp::kGELU_ERF)->output(0);
   PoolingParams pool;
   x = net.add_pooling(x, pool)->output(0);
   x = net.add_convolution(x, constant(net, w, "conv2.weight"), nullptr, same)->output(0);
   x = net.add_batch_norm(x, constant(net, w, "bn2.weight"), constant(net, w, "bn2.bias"),
-                         constant(net, w, "bn2.running_mean"), constant(net, w, "bn2.running_var"), 1e-5f)
+                         constant(net, w, "bn2.running_mean"), constant(net, w, "bn2.running_var"),
+                         1e-5f)
           ->output(0);
   x = net.add_unary(x, UnaryOp::kRELU)->output(0);
   x = net.add_elementwise(x, constant(net, w, "clip.max"), ElementwiseOp::kMIN)->output(0);

@@ -12,13 +12,14 @@
 //              weights section so that every byte of the file is under a checksum
 //   weights    at a kBLOB_ALIGNMENT-aligned offset; the file ends where it ends
 //
-// Checksums are hash64 (XXH3-64) of each section's bytes.
+// Checksums are hash64 (XXH3-64) of each section's bytes. Sections are listed in file order,
+// do not overlap, and the file ends where the last one does.
 //
-// Stripped plans (SerializationOptions::exclude_weights, or a plan that does not hold the whole
-// blob, e.g. one loaded stripped): the
-// weights section holds only the non-refittable slots, packed in slot order at aligned offsets
-// (plan_json::stripped_layout); when every slot is refittable there is no weights section at
-// all, so a stripped plan is the header plus the metadata, whatever the size of the weights.
+// Stripped plans (SerializationOptions::exclude_weights, or a plan that does not hold the
+// whole blob, e.g. one loaded stripped): the weights section holds only the non-refittable
+// slots, packed in slot order at aligned offsets (plan_json::stripped_layout); when every slot
+// is refittable there is no weights section at all, so a stripped plan is the header plus the
+// metadata, whatever the size of the weights.
 // Slot::offset keeps its meaning in both kinds of plan: the slot's place in the engine's blob
 // of blob_size bytes. Storing the baked slots compactly (rather than a sparse full-size blob)
 // keeps the file small without relying on holes in the file system.
@@ -135,9 +136,9 @@ Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
     throw Error(ErrorCode::kTRUNCATED_FILE, origin + " is empty: a plan has a header of at least " +
                                                 std::to_string(header_size(1)) + " bytes");
   if (n < kFIXED_HEADER_SIZE)
-    throw Error(ErrorCode::kTRUNCATED_FILE,
-                origin + " is truncated: the fixed header needs " +
-                    std::to_string(kFIXED_HEADER_SIZE) + " bytes, found " + std::to_string(n));
+    throw Error(ErrorCode::kTRUNCATED_FILE, origin + " is truncated: the fixed header needs " +
+                                                std::to_string(kFIXED_HEADER_SIZE) +
+                                                " bytes, found " + std::to_string(n));
   // 2. Version, before anything whose layout a newer format may have changed.
   const uint32_t version = get_u32(bytes.data() + 8);
   if (version > kPLAN_FORMAT_VERSION)
@@ -149,10 +150,10 @@ Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
   const uint32_t count = get_u32(bytes.data() + 16);
   const uint64_t hsize = header_size(count);
   if (n < hsize)
-    throw Error(ErrorCode::kTRUNCATED_FILE,
-                origin + " is truncated: the header with " + std::to_string(count) +
-                    " sections needs " + std::to_string(hsize) + " bytes, found " +
-                    std::to_string(n));
+    throw Error(ErrorCode::kTRUNCATED_FILE, origin + " is truncated: the header with " +
+                                                std::to_string(count) + " sections needs " +
+                                                std::to_string(hsize) + " bytes, found " +
+                                                std::to_string(n));
   const uint64_t stored_header_sum = get_u64(bytes.data() + hsize - kHEADER_CHECKSUM_SIZE);
   const uint64_t header_sum = hash64(bytes.data(), hsize - kHEADER_CHECKSUM_SIZE);
   if (stored_header_sum != header_sum)
@@ -163,8 +164,8 @@ Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
   if (version == 0)
     throw Error(ErrorCode::kCORRUPT_FILE, origin + ": plan format 0 does not exist");
   if (count < 1 || count > 2)
-    throw Error(ErrorCode::kCORRUPT_FILE, origin + ": expected 1 or 2 sections, found " +
-                                              std::to_string(count));
+    throw Error(ErrorCode::kCORRUPT_FILE,
+                origin + ": expected 1 or 2 sections, found " + std::to_string(count));
   std::vector<Section> sections;
   const Section* meta_section = nullptr;
   const Section* weights_section = nullptr;
@@ -180,8 +181,7 @@ Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
                   origin + ": unknown section kind " + std::to_string(s.kind));
     const std::string what = std::string("the ") + section_name(s.kind) + " section";
     const Section*& slot = s.kind == kSECTION_METADATA ? meta_section : weights_section;
-    if (slot)
-      throw Error(ErrorCode::kCORRUPT_FILE, origin + ": " + what + " appears twice");
+    if (slot) throw Error(ErrorCode::kCORRUPT_FILE, origin + ": " + what + " appears twice");
     slot = &s;
     if (s.offset < end)
       throw Error(ErrorCode::kCORRUPT_FILE,
@@ -189,14 +189,15 @@ Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
                       " overlaps the header or the previous section (which end at " +
                       std::to_string(end) + ")");
     if (s.kind == kSECTION_WEIGHTS && s.offset % kBLOB_ALIGNMENT != 0)
-      throw Error(ErrorCode::kCORRUPT_FILE,
-                  origin + ": " + what + " at offset " + std::to_string(s.offset) +
-                      " is not aligned to " + std::to_string(kBLOB_ALIGNMENT) + " bytes");
+      throw Error(ErrorCode::kCORRUPT_FILE, origin + ": " + what + " at offset " +
+                                                std::to_string(s.offset) + " is not aligned to " +
+                                                std::to_string(kBLOB_ALIGNMENT) + " bytes");
     if (s.size > n || s.offset > n - s.size)
       throw Error(ErrorCode::kTRUNCATED_FILE,
                   origin + " is truncated: " + what + " needs bytes [" + std::to_string(s.offset) +
-                      ", " + (s.size > UINT64_MAX - s.offset ? std::string("overflow")
-                                                             : std::to_string(s.offset + s.size)) +
+                      ", " +
+                      (s.size > UINT64_MAX - s.offset ? std::string("overflow")
+                                                      : std::to_string(s.offset + s.size)) +
                       "), found " + std::to_string(n) + " bytes");
     end = s.offset + s.size;
   }
@@ -209,10 +210,10 @@ Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
   for (const Section& s : sections) {
     const uint64_t sum = hash64(bytes.data() + s.offset, s.size);
     if (sum != s.checksum)
-      throw Error(ErrorCode::kCHECKSUM_MISMATCH,
-                  origin + ": checksum mismatch in the " + section_name(s.kind) +
-                      " section: stored " + hash_to_hex(s.checksum) + ", computed " +
-                      hash_to_hex(sum) + " (the file is damaged)");
+      throw Error(ErrorCode::kCHECKSUM_MISMATCH, origin + ": checksum mismatch in the " +
+                                                     section_name(s.kind) + " section: stored " +
+                                                     hash_to_hex(s.checksum) + ", computed " +
+                                                     hash_to_hex(sum) + " (the file is damaged)");
   }
   // 6. Metadata.
   Image image;
@@ -425,8 +426,7 @@ namespace {
 // Points the storage at the weights section of a checked image. (A template, because
 // Plan::Storage is private to Plan.)
 template <class Storage>
-void attach_weights(Storage& st, const PlanMetadata& meta, const std::byte* data,
-                    size_t size) {
+void attach_weights(Storage& st, const PlanMetadata& meta, const std::byte* data, size_t size) {
   st.data = size > 0 ? data : nullptr;
   st.size = size;
   st.full = !meta.stripped;
@@ -441,8 +441,7 @@ Plan Plan::from_memory(std::span<const std::byte> bytes) {
   plan.meta_ = std::move(image.meta);
   plan.storage_ = std::make_unique<Storage>();
   if (image.weights_size > 0) {
-    plan.storage_->owned =
-        HostTensor(DataType::kUINT8, {static_cast<int64_t>(image.weights_size)});
+    plan.storage_->owned = HostTensor(DataType::kUINT8, {static_cast<int64_t>(image.weights_size)});
     std::memcpy(plan.storage_->owned.data(), bytes.data() + image.weights_offset,
                 image.weights_size);
   }

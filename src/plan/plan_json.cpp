@@ -1,10 +1,9 @@
 #include "plan/plan_json.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <type_traits>
 #include <unordered_map>
@@ -29,14 +28,22 @@ struct Named {
 };
 
 constexpr Named<LayerType> kLayerTypes[] = {
-    {LayerType::kCONSTANT, "constant"},       {LayerType::kMATMUL, "matmul"},
-    {LayerType::kELEMENTWISE, "elementwise"}, {LayerType::kUNARY, "unary"},
-    {LayerType::kSOFTMAX, "softmax"},         {LayerType::kREDUCE, "reduce"},
-    {LayerType::kRMSNORM, "rmsnorm"},         {LayerType::kLAYERNORM, "layernorm"},
-    {LayerType::kGATHER, "gather"},           {LayerType::kRESHAPE, "reshape"},
-    {LayerType::kTRANSPOSE, "transpose"},     {LayerType::kCONCAT, "concat"},
-    {LayerType::kSLICE, "slice"},             {LayerType::kCAST, "cast"},
-    {LayerType::kCONVOLUTION, "conv2d"},      {LayerType::kBATCHNORM, "batchnorm"},
+    {LayerType::kCONSTANT, "constant"},
+    {LayerType::kMATMUL, "matmul"},
+    {LayerType::kELEMENTWISE, "elementwise"},
+    {LayerType::kUNARY, "unary"},
+    {LayerType::kSOFTMAX, "softmax"},
+    {LayerType::kREDUCE, "reduce"},
+    {LayerType::kRMSNORM, "rmsnorm"},
+    {LayerType::kLAYERNORM, "layernorm"},
+    {LayerType::kGATHER, "gather"},
+    {LayerType::kRESHAPE, "reshape"},
+    {LayerType::kTRANSPOSE, "transpose"},
+    {LayerType::kCONCAT, "concat"},
+    {LayerType::kSLICE, "slice"},
+    {LayerType::kCAST, "cast"},
+    {LayerType::kCONVOLUTION, "conv2d"},
+    {LayerType::kBATCHNORM, "batchnorm"},
     {LayerType::kPOOLING, "pooling"},
 };
 constexpr Named<ElementwiseOp> kElementwiseOps[] = {
@@ -45,10 +52,10 @@ constexpr Named<ElementwiseOp> kElementwiseOps[] = {
     {ElementwiseOp::kPOW, "pow"},
 };
 constexpr Named<UnaryOp> kUnaryOps[] = {
-    {UnaryOp::kRELU, "relu"},       {UnaryOp::kGELU_ERF, "gelu_erf"}, {UnaryOp::kGELU_TANH, "gelu_tanh"},
-    {UnaryOp::kSILU, "silu"},       {UnaryOp::kSIGMOID, "sigmoid"},   {UnaryOp::kTANH, "tanh"},
-    {UnaryOp::kEXP, "exp"},         {UnaryOp::kSQRT, "sqrt"},         {UnaryOp::kRSQRT, "rsqrt"},
-    {UnaryOp::kNEG, "neg"},         {UnaryOp::kABS, "abs"},
+    {UnaryOp::kRELU, "relu"}, {UnaryOp::kGELU_ERF, "gelu_erf"}, {UnaryOp::kGELU_TANH, "gelu_tanh"},
+    {UnaryOp::kSILU, "silu"}, {UnaryOp::kSIGMOID, "sigmoid"},   {UnaryOp::kTANH, "tanh"},
+    {UnaryOp::kEXP, "exp"},   {UnaryOp::kSQRT, "sqrt"},         {UnaryOp::kRSQRT, "rsqrt"},
+    {UnaryOp::kNEG, "neg"},   {UnaryOp::kABS, "abs"},
 };
 constexpr Named<ReduceOp> kReduceOps[] = {
     {ReduceOp::kSUM, "sum"}, {ReduceOp::kAVG, "mean"}, {ReduceOp::kMAX, "max"}};
@@ -58,10 +65,14 @@ constexpr Named<TensorKind> kTensorKinds[] = {{TensorKind::kACTIVATION, "activat
                                               {TensorKind::kINPUT, "input"},
                                               {TensorKind::kWEIGHT, "weight"}};
 constexpr Named<RecipeOp> kRecipeOps[] = {
-    {RecipeOp::kSOURCE, "source"},         {RecipeOp::kCONCAT, "concat"},
-    {RecipeOp::kSLICE, "slice"},           {RecipeOp::kTRANSPOSE, "transpose"},
-    {RecipeOp::kRESHAPE, "reshape"},       {RecipeOp::kCAST, "cast"},
-    {RecipeOp::kFOLD_BN_KERNEL, "fold_bn_kernel"}, {RecipeOp::kFOLD_BN_BIAS, "fold_bn_bias"},
+    {RecipeOp::kSOURCE, "source"},
+    {RecipeOp::kCONCAT, "concat"},
+    {RecipeOp::kSLICE, "slice"},
+    {RecipeOp::kTRANSPOSE, "transpose"},
+    {RecipeOp::kRESHAPE, "reshape"},
+    {RecipeOp::kCAST, "cast"},
+    {RecipeOp::kFOLD_BN_KERNEL, "fold_bn_kernel"},
+    {RecipeOp::kFOLD_BN_BIAS, "fold_bn_bias"},
 };
 constexpr DataType kDataTypes[] = {DataType::kFLOAT, DataType::kHALF,  DataType::kBF16,
                                    DataType::kINT8,  DataType::kUINT8, DataType::kINT32,
@@ -392,8 +403,8 @@ class In {
       for (DataType d : kDataTypes)
         if (dtype_name(d) == s) return d;
     }
-    fail(join(path_, key), "expected a dtype (f32, f16, bf16, i8, u8, i32, i64, bool, int4), " +
-                               found(v));
+    fail(join(path_, key),
+         "expected a dtype (f32, f16, bf16, i8, u8, i32, i64, bool, int4), " + found(v));
   }
   template <class E, size_t N>
   E enumeration(const char* key, const Named<E> (&table)[N]) const {
@@ -455,19 +466,22 @@ class In {
 LayerParams read_params(LayerType type, const In& in) {
   switch (type) {
     case LayerType::kCONSTANT: return ConstantParams{in.str("weights_name")};
-    case LayerType::kMATMUL: return MatMulParams{in.boolean("transpose_a"), in.boolean("transpose_b")};
+    case LayerType::kMATMUL:
+      return MatMulParams{in.boolean("transpose_a"), in.boolean("transpose_b")};
     case LayerType::kELEMENTWISE: return ElementwiseParams{in.enumeration("op", kElementwiseOps)};
     case LayerType::kUNARY: return UnaryParams{in.enumeration("op", kUnaryOps)};
     case LayerType::kSOFTMAX: return SoftmaxParams{in.i32("axis")};
     case LayerType::kREDUCE:
-      return ReduceParams{in.enumeration("op", kReduceOps), in.i32s("axes"), in.boolean("keep_dims")};
+      return ReduceParams{in.enumeration("op", kReduceOps), in.i32s("axes"),
+                          in.boolean("keep_dims")};
     case LayerType::kRMSNORM:
     case LayerType::kLAYERNORM: return NormParams{in.f32("epsilon")};
     case LayerType::kGATHER: return GatherParams{in.i32("axis")};
     case LayerType::kRESHAPE: return ReshapeParams{in.i64s("shape")};
     case LayerType::kTRANSPOSE: return TransposeParams{in.i32s("perm")};
     case LayerType::kCONCAT: return ConcatParams{in.i32("axis")};
-    case LayerType::kSLICE: return SliceParams{in.i64s("start"), in.i64s("size"), in.i64s("stride")};
+    case LayerType::kSLICE:
+      return SliceParams{in.i64s("start"), in.i64s("size"), in.i64s("stride")};
     case LayerType::kCAST: return CastParams{in.dtype("to")};
     case LayerType::kCONVOLUTION: {
       ConvParams p;
@@ -554,7 +568,8 @@ void check_index(int64_t i, size_t count, bool allow_absent, const char* noun,
   const int64_t lo = allow_absent ? -1 : 0;
   if (i >= lo && i < static_cast<int64_t>(count)) return;
   if (count == 0 && !allow_absent)
-    fail(path, std::string("expected ") + noun + ", but there are none; found " + std::to_string(i));
+    fail(path,
+         std::string("expected ") + noun + ", but there are none; found " + std::to_string(i));
   fail(path, std::string("expected ") + noun + " in " + range(lo, static_cast<int64_t>(count) - 1) +
                  ", found " + std::to_string(i));
 }
@@ -564,8 +579,8 @@ void check_index(int64_t i, size_t count, bool allow_absent, const char* noun,
 int64_t checked_volume(const Dims& dims, int64_t min_dim, const std::string& path) {
   for (size_t i = 0; i < dims.size(); ++i)
     if (dims[i] < min_dim)
-      fail(at_index(path, i),
-           "expected a dimension >= " + std::to_string(min_dim) + ", found " + std::to_string(dims[i]));
+      fail(at_index(path, i), "expected a dimension >= " + std::to_string(min_dim) + ", found " +
+                                  std::to_string(dims[i]));
   int64_t n = 1;
   for (int64_t d : dims)
     if (d == 0) return 0;
@@ -613,15 +628,16 @@ void validate_params(const LayerParams& params, const std::string& path) {
     // size kDYNAMIC (-1) means "to the end of that dim" (see SliceParams).
     for (size_t i = 0; i < p->size.size(); ++i)
       if (p->size[i] < kDYNAMIC)
-        fail(at_index(join(path, "size"), i), "expected a size >= 0 or -1 (to the end), found " +
-                                                  std::to_string(p->size[i]));
+        fail(at_index(join(path, "size"), i),
+             "expected a size >= 0 or -1 (to the end), found " + std::to_string(p->size[i]));
     for (size_t i = 0; i < p->stride.size(); ++i)
       if (p->stride[i] == 0) fail(at_index(join(path, "stride"), i), "expected a non-zero stride");
   } else if (const auto* p = std::get_if<ConvParams>(&params)) {
     check_positive(p->stride, join(path, "stride"));
     check_non_negative(p->padding, join(path, "padding"));
     check_positive(p->dilation, join(path, "dilation"));
-    if (p->groups < 1) fail(join(path, "groups"), "expected >= 1, found " + std::to_string(p->groups));
+    if (p->groups < 1)
+      fail(join(path, "groups"), "expected >= 1, found " + std::to_string(p->groups));
   } else if (const auto* p = std::get_if<PoolingParams>(&params)) {
     check_positive(p->window, join(path, "window"));
     check_positive(p->stride, join(path, "stride"));
@@ -648,10 +664,9 @@ void validate_recipe(const Recipe& r, const std::unordered_map<std::string, size
     if (s.op == RecipeOp::kFOLD_BN_BIAS) min_args = 4, max_args = 5;
     if (n < min_args || n > max_args)
       fail(join(sp, "args"), "expected " + std::to_string(min_args) +
-                                 (max_args == min_args ? ""
-                                  : max_args == SIZE_MAX
-                                      ? " or more"
-                                      : " to " + std::to_string(max_args)) +
+                                 (max_args == min_args   ? ""
+                                  : max_args == SIZE_MAX ? " or more"
+                                                         : " to " + std::to_string(max_args)) +
                                  " argument(s), found " + std::to_string(n));
     for (size_t k = 0; k < n; ++k) {
       const std::string ap = at_index(join(sp, "args"), k);
@@ -672,10 +687,13 @@ void validate_recipe(const Recipe& r, const std::unordered_map<std::string, size
         fail(join(sp, "epsilon"), "expected a finite epsilon >= 0");
     }
   }
-  if (!r.sources.empty() && r.steps.empty()) fail(join(path, "steps"), "a recipe with sources needs steps");
+  if (!r.sources.empty() && r.steps.empty())
+    fail(join(path, "steps"), "a recipe with sources needs steps");
 }
 
-int64_t align_up(int64_t x) { return (x + kBLOB_ALIGNMENT - 1) / kBLOB_ALIGNMENT * kBLOB_ALIGNMENT; }
+int64_t align_up(int64_t x) {
+  return (x + kBLOB_ALIGNMENT - 1) / kBLOB_ALIGNMENT * kBLOB_ALIGNMENT;
+}
 
 int64_t add_saturated(int64_t a, int64_t b) { return a > kMAX_BYTES - b ? kMAX_BYTES + 1 : a + b; }
 
@@ -686,13 +704,14 @@ void validate_slots(const PlanMetadata& meta,
   for (size_t i = 0; i < meta.slots.size(); ++i) {
     const Slot& s = meta.slots[i];
     const std::string path = at_index("slots", i);
-    if (!names.insert(s.name).second) fail(join(path, "name"), "slot '" + s.name + "' appears twice");
-    const int64_t bytes = dtype_bytes(s.desc.dtype, checked_volume(s.desc.dims, 0, join(path, "dims")));
+    if (!names.insert(s.name).second)
+      fail(join(path, "name"), "slot '" + s.name + "' appears twice");
+    const int64_t bytes =
+        dtype_bytes(s.desc.dtype, checked_volume(s.desc.dims, 0, join(path, "dims")));
     if (s.size_bytes != bytes)
-      fail(join(path, "size_bytes"), "expected " + std::to_string(bytes) + " for " +
-                                         std::string(dtype_name(s.desc.dtype)) +
-                                         to_string(s.desc.dims) + ", found " +
-                                         std::to_string(s.size_bytes));
+      fail(join(path, "size_bytes"),
+           "expected " + std::to_string(bytes) + " for " + std::string(dtype_name(s.desc.dtype)) +
+               to_string(s.desc.dims) + ", found " + std::to_string(s.size_bytes));
     if (s.offset < 0 || s.offset % kBLOB_ALIGNMENT != 0 || s.offset > meta.blob_size - s.size_bytes)
       fail(join(path, "offset"), "expected a multiple of " + std::to_string(kBLOB_ALIGNMENT) +
                                      " in " + range(0, meta.blob_size - s.size_bytes) +
@@ -721,7 +740,8 @@ void validate_graph(const Graph& g, size_t slot_count) {
     const GraphTensor& t = g.tensors[i];
     const std::string path = at_index("graph.tensors", i);
     checked_volume(t.desc.dims, kDYNAMIC, join(path, "dims"));
-    check_index(t.slot, slot_count, t.kind != TensorKind::kWEIGHT, "a slot index", join(path, "slot"));
+    check_index(t.slot, slot_count, t.kind != TensorKind::kWEIGHT, "a slot index",
+                join(path, "slot"));
   }
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const GraphNode& n = g.nodes[i];
@@ -766,14 +786,10 @@ json to_json(const PlanMetadata& meta) {
   json report = json::array();
   for (const BuildReportEntry& e : meta.report)
     report.push_back({{"kind", e.kind}, {"description", e.description}, {"weights", e.weights}});
-  return {{"flags", meta.flags.bits},
-          {"weights_version", meta.weights_version},
-          {"stripped", meta.stripped},
-          {"refit_info", meta.refit_info},
-          {"blob_size", meta.blob_size},
-          {"graph", graph_to_json(meta.graph)},
-          {"sources", std::move(sources)},
-          {"slots", std::move(slots)},
+  return {{"flags", meta.flags.bits},      {"weights_version", meta.weights_version},
+          {"stripped", meta.stripped},     {"refit_info", meta.refit_info},
+          {"blob_size", meta.blob_size},   {"graph", graph_to_json(meta.graph)},
+          {"sources", std::move(sources)}, {"slots", std::move(slots)},
           {"report", std::move(report)}};
 }
 
@@ -839,7 +855,8 @@ PlanMetadata from_text(std::string_view text) {
   try {
     j = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    throw Error(ErrorCode::kCORRUPT_FILE, std::string("plan metadata is not valid JSON: ") + e.what());
+    throw Error(ErrorCode::kCORRUPT_FILE,
+                std::string("plan metadata is not valid JSON: ") + e.what());
   }
   return from_json(j);
 }

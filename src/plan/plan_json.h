@@ -8,9 +8,8 @@
 // violation throws Error(kCORRUPT_FILE, "plan metadata: <json path>: <expected>, <found>"),
 // e.g. "plan metadata: graph.nodes[3].inputs[1]: expected a tensor index in [-1, 12), found 40".
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>

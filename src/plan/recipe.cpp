@@ -45,30 +45,40 @@ std::vector<TensorDesc> step_descs(const Recipe& r, std::span<const TensorDesc> 
     const RecipeStep& s = r.steps[i];
     const auto arg = [&](size_t k) -> const TensorDesc& {
       check(k < s.args.size() && s.args[k] >= 0 && static_cast<size_t>(s.args[k]) < i,
-            ErrorCode::kCORRUPT_FILE, step_label(r, i) + ": argument " + std::to_string(k) + " invalid");
+            ErrorCode::kCORRUPT_FILE,
+            step_label(r, i) + ": argument " + std::to_string(k) + " invalid");
       return d[s.args[k]];
     };
-    const auto fail = [&](ErrorCode c, const std::string& m) { throw Error(c, step_label(r, i) + ": " + m); };
+    const auto fail = [&](ErrorCode c, const std::string& m) {
+      throw Error(c, step_label(r, i) + ": " + m);
+    };
     TensorDesc out;
     switch (s.op) {
       case RecipeOp::kSOURCE:
-        check(s.args.size() == 1 && s.args[0] >= 0 && static_cast<size_t>(s.args[0]) < sources.size(),
-              ErrorCode::kCORRUPT_FILE, step_label(r, i) + ": bad source index");
+        check(
+            s.args.size() == 1 && s.args[0] >= 0 && static_cast<size_t>(s.args[0]) < sources.size(),
+            ErrorCode::kCORRUPT_FILE, step_label(r, i) + ": bad source index");
         out = sources[s.args[0]];
         break;
       case RecipeOp::kCONCAT: {
         if (s.args.empty()) fail(ErrorCode::kCORRUPT_FILE, "no inputs");
         out = arg(0);
         const int ax = norm_axis(s.axis, out.dims.size());
-        if (ax < 0 || ax >= static_cast<int>(out.dims.size())) fail(ErrorCode::kCORRUPT_FILE, "axis out of range");
+        if (ax < 0 || ax >= static_cast<int>(out.dims.size()))
+          fail(ErrorCode::kCORRUPT_FILE, "axis out of range");
         for (size_t k = 1; k < s.args.size(); ++k) {
           const TensorDesc& a = arg(k);
-          if (a.dtype != out.dtype) fail(ErrorCode::kDTYPE_MISMATCH, "inputs have dtypes " +
-                                             std::string(dtype_name(out.dtype)) + " and " + std::string(dtype_name(a.dtype)));
+          if (a.dtype != out.dtype)
+            fail(ErrorCode::kDTYPE_MISMATCH, "inputs have dtypes " +
+                                                 std::string(dtype_name(out.dtype)) + " and " +
+                                                 std::string(dtype_name(a.dtype)));
           bool ok = a.dims.size() == out.dims.size();
-          for (size_t j = 0; ok && j < a.dims.size(); ++j) ok = (static_cast<int>(j) == ax) || a.dims[j] == out.dims[j];
-          if (!ok) fail(ErrorCode::kSHAPE_MISMATCH, "cannot concat " + to_string(out.dims) + " and " + to_string(a.dims) +
-                                                        " along axis " + std::to_string(ax));
+          for (size_t j = 0; ok && j < a.dims.size(); ++j)
+            ok = (static_cast<int>(j) == ax) || a.dims[j] == out.dims[j];
+          if (!ok)
+            fail(ErrorCode::kSHAPE_MISMATCH, "cannot concat " + to_string(out.dims) + " and " +
+                                                 to_string(a.dims) + " along axis " +
+                                                 std::to_string(ax));
           out.dims[ax] += a.dims[ax];
         }
         break;
@@ -76,8 +86,8 @@ std::vector<TensorDesc> step_descs(const Recipe& r, std::span<const TensorDesc> 
       case RecipeOp::kSLICE: {
         out = arg(0);
         const int ax = norm_axis(s.axis, out.dims.size());
-        if (ax < 0 || ax >= static_cast<int>(out.dims.size()) || s.dims.size() != 2 || s.dims[0] < 0 ||
-            s.dims[1] < 0 || s.dims[0] + s.dims[1] > out.dims[ax])
+        if (ax < 0 || ax >= static_cast<int>(out.dims.size()) || s.dims.size() != 2 ||
+            s.dims[0] < 0 || s.dims[1] < 0 || s.dims[0] + s.dims[1] > out.dims[ax])
           fail(ErrorCode::kSHAPE_MISMATCH, "slice out of range of " + to_string(out.dims));
         out.dims[ax] = s.dims[1];
         break;
@@ -86,8 +96,10 @@ std::vector<TensorDesc> step_descs(const Recipe& r, std::span<const TensorDesc> 
         const TensorDesc& a = arg(0);
         std::set<int64_t> seen(s.dims.begin(), s.dims.end());
         if (s.dims.size() != a.dims.size() || seen.size() != s.dims.size() ||
-            (!s.dims.empty() && (*seen.begin() != 0 || *seen.rbegin() != static_cast<int64_t>(s.dims.size()) - 1)))
-          fail(ErrorCode::kCORRUPT_FILE, "permutation " + to_string(s.dims) + " for rank " + std::to_string(a.dims.size()));
+            (!s.dims.empty() &&
+             (*seen.begin() != 0 || *seen.rbegin() != static_cast<int64_t>(s.dims.size()) - 1)))
+          fail(ErrorCode::kCORRUPT_FILE,
+               "permutation " + to_string(s.dims) + " for rank " + std::to_string(a.dims.size()));
         out.dtype = a.dtype;
         for (int64_t p : s.dims) out.dims.push_back(a.dims[p]);
         break;
@@ -95,15 +107,16 @@ std::vector<TensorDesc> step_descs(const Recipe& r, std::span<const TensorDesc> 
       case RecipeOp::kRESHAPE: {
         const TensorDesc& a = arg(0);
         if (is_dynamic(s.dims) || volume(s.dims) != volume(a.dims))
-          fail(ErrorCode::kSHAPE_MISMATCH, "reshape " + to_string(a.dims) + " -> " + to_string(s.dims));
+          fail(ErrorCode::kSHAPE_MISMATCH,
+               "reshape " + to_string(a.dims) + " -> " + to_string(s.dims));
         out = {a.dtype, s.dims};
         break;
       }
       case RecipeOp::kCAST: {
         const TensorDesc& a = arg(0);
         if (a.dtype != s.dtype && !(is_floating(a.dtype) && is_floating(s.dtype)))
-          fail(ErrorCode::kDTYPE_MISMATCH, "cannot cast " + std::string(dtype_name(a.dtype)) + " to " +
-                                               std::string(dtype_name(s.dtype)));
+          fail(ErrorCode::kDTYPE_MISMATCH, "cannot cast " + std::string(dtype_name(a.dtype)) +
+                                               " to " + std::string(dtype_name(s.dtype)));
         out = {s.dtype, a.dims};
         break;
       }
@@ -111,14 +124,18 @@ std::vector<TensorDesc> step_descs(const Recipe& r, std::span<const TensorDesc> 
       case RecipeOp::kFOLD_BN_BIAS: {
         const bool kernel = s.op == RecipeOp::kFOLD_BN_KERNEL;
         const size_t n = s.args.size();
-        if (kernel ? n != 3 : (n != 4 && n != 5)) fail(ErrorCode::kCORRUPT_FILE, "wrong argument count");
+        if (kernel ? n != 3 : (n != 4 && n != 5))
+          fail(ErrorCode::kCORRUPT_FILE, "wrong argument count");
         for (size_t k = 0; k < n; ++k)
-          if (!is_floating(arg(k).dtype)) fail(ErrorCode::kDTYPE_MISMATCH, "argument " + std::to_string(k) + " is not float");
-        const int64_t channels = kernel ? (arg(0).dims.empty() ? -1 : arg(0).dims[0]) : volume(arg(0).dims);
+          if (!is_floating(arg(k).dtype))
+            fail(ErrorCode::kDTYPE_MISMATCH, "argument " + std::to_string(k) + " is not float");
+        const int64_t channels =
+            kernel ? (arg(0).dims.empty() ? -1 : arg(0).dims[0]) : volume(arg(0).dims);
         for (size_t k = kernel ? 1 : 0; k < n; ++k)
           if (arg(k).dims.size() != 1 || arg(k).dims[0] != channels)
-            fail(ErrorCode::kSHAPE_MISMATCH, "argument " + std::to_string(k) + " is " + to_string(arg(k).dims) +
-                                                 ", expected [" + std::to_string(channels) + "]");
+            fail(ErrorCode::kSHAPE_MISMATCH, "argument " + std::to_string(k) + " is " +
+                                                 to_string(arg(k).dims) + ", expected [" +
+                                                 std::to_string(channels) + "]");
         out = {DataType::kFLOAT, kernel ? arg(0).dims : Dims{channels}};
         break;
       }
@@ -165,7 +182,8 @@ HostTensor fold_bn(const RecipeStep& s, const std::vector<const HostTensor*>& a)
     }
     return out;
   }
-  const auto g = as_floats(*a[0]), b = as_floats(*a[1]), mean = as_floats(*a[2]), v = as_floats(*a[3]);
+  const auto g = as_floats(*a[0]), b = as_floats(*a[1]), mean = as_floats(*a[2]),
+             v = as_floats(*a[3]);
   std::vector<float> cb(g.size(), 0.f);
   if (a.size() == 5) cb = as_floats(*a[4]);
   HostTensor out(DataType::kFLOAT, {static_cast<int64_t>(g.size())});
@@ -182,7 +200,8 @@ HostTensor eval_steps(const Recipe& r, const std::vector<TensorDesc>& descs,
   needed[target] = true;
   for (size_t i = target + 1; i-- > 0;)
     if (needed[i])
-      for (int a : r.steps[i].op == RecipeOp::kSOURCE ? std::vector<int>{} : r.steps[i].args) needed[a] = true;
+      for (int a : r.steps[i].op == RecipeOp::kSOURCE ? std::vector<int>{} : r.steps[i].args)
+        needed[a] = true;
   std::vector<HostTensor> v(r.steps.size());
   std::vector<Weights> views(r.steps.size());
   for (size_t i = 0; i <= target; ++i) {
@@ -192,7 +211,8 @@ HostTensor eval_steps(const Recipe& r, const std::vector<TensorDesc>& descs,
     switch (s.op) {
       case RecipeOp::kSOURCE: {
         const Weights* w = available[s.args[0]];
-        check(w != nullptr, ErrorCode::kINTERNAL, "recipe source '" + r.sources[s.args[0]] + "' not provided");
+        check(w != nullptr, ErrorCode::kINTERNAL,
+              "recipe source '" + r.sources[s.args[0]] + "' not provided");
         views[i] = *w;  // no copy: later steps read it in place
         continue;
       }
@@ -207,15 +227,11 @@ HostTensor eval_steps(const Recipe& r, const std::vector<TensorDesc>& descs,
       case RecipeOp::kSLICE:
         v[i] = slice_axis(in(0), norm_axis(s.axis, descs[i].dims.size()), s.dims[0], s.dims[1]);
         break;
-      case RecipeOp::kTRANSPOSE:
-        v[i] = transpose(in(0), s.dims);
-        break;
+      case RecipeOp::kTRANSPOSE: v[i] = transpose(in(0), s.dims); break;
       case RecipeOp::kRESHAPE:
         views[i] = Weights(in(0).dtype, s.dims, in(0).values);  // same bytes, owned by the arg
         continue;
-      case RecipeOp::kCAST:
-        v[i] = cast(in(0), s.dtype);
-        break;
+      case RecipeOp::kCAST: v[i] = cast(in(0), s.dtype); break;
       case RecipeOp::kFOLD_BN_KERNEL:
       case RecipeOp::kFOLD_BN_BIAS: {
         std::vector<HostTensor> owned;
@@ -286,17 +302,23 @@ std::string Recipe::to_string() const {
   for (size_t i = 0; i < steps.size(); ++i) {
     const RecipeStep& s = steps[i];
     if (s.op == RecipeOp::kSOURCE) {
-      text[i] = s.args.size() == 1 && s.args[0] >= 0 && static_cast<size_t>(s.args[0]) < sources.size()
-                    ? sources[s.args[0]] : "?";
+      text[i] =
+          s.args.size() == 1 && s.args[0] >= 0 && static_cast<size_t>(s.args[0]) < sources.size()
+              ? sources[s.args[0]]
+              : "?";
       continue;
     }
     std::string t = std::string(op_name(s.op)) + "(";
-    if (s.op == RecipeOp::kCONCAT || s.op == RecipeOp::kSLICE) t += "axis=" + std::to_string(s.axis) + ", ";
-    if (s.op == RecipeOp::kSLICE) t += "start=" + std::to_string(s.dims.size() > 0 ? s.dims[0] : 0) + ", len=" + std::to_string(s.dims.size() > 1 ? s.dims[1] : 0) + ", ";
+    if (s.op == RecipeOp::kCONCAT || s.op == RecipeOp::kSLICE)
+      t += "axis=" + std::to_string(s.axis) + ", ";
+    if (s.op == RecipeOp::kSLICE)
+      t += "start=" + std::to_string(s.dims.size() > 0 ? s.dims[0] : 0) +
+           ", len=" + std::to_string(s.dims.size() > 1 ? s.dims[1] : 0) + ", ";
     if (s.op == RecipeOp::kTRANSPOSE) t += "perm=" + bindery::to_string(s.dims) + ", ";
     if (s.op == RecipeOp::kRESHAPE) t += "shape=" + bindery::to_string(s.dims) + ", ";
     if (s.op == RecipeOp::kCAST) t += std::string(dtype_name(s.dtype)) + ", ";
-    if (s.op == RecipeOp::kFOLD_BN_KERNEL || s.op == RecipeOp::kFOLD_BN_BIAS) t += "eps=" + std::to_string(s.epsilon) + ", ";
+    if (s.op == RecipeOp::kFOLD_BN_KERNEL || s.op == RecipeOp::kFOLD_BN_BIAS)
+      t += "eps=" + std::to_string(s.epsilon) + ", ";
     for (size_t k = 0; k < s.args.size(); ++k) {
       if (k) t += ", ";
       t += s.args[k] >= 0 && static_cast<size_t>(s.args[k]) < i ? text[s.args[k]] : "?";
@@ -313,8 +335,9 @@ TensorDesc recipe_result_desc(const Recipe& r, std::span<const TensorDesc> sourc
 void evaluate_recipe(const Recipe& r, std::span<const Weights> sources, HostTensor& out) {
   HostTensor result = evaluate_recipe(r, sources);
   check(result.dtype() == out.dtype() && result.shape() == out.shape(), ErrorCode::kSHAPE_MISMATCH,
-        "recipe " + r.to_string() + " gives " + std::string(dtype_name(result.dtype())) + to_string(result.shape()) +
-            ", slot is " + std::string(dtype_name(out.dtype())) + to_string(out.shape()));
+        "recipe " + r.to_string() + " gives " + std::string(dtype_name(result.dtype())) +
+            to_string(result.shape()) + ", slot is " + std::string(dtype_name(out.dtype())) +
+            to_string(out.shape()));
   std::memcpy(out.data(), result.data(), out.size_bytes());
 }
 
@@ -322,13 +345,16 @@ HostTensor evaluate_recipe(const Recipe& r, std::span<const Weights> sources) {
   const auto descs = step_descs(r, descs_of(sources));
   std::vector<const Weights*> avail;
   for (const Weights& w : sources) {
-    check(w.on_host(), ErrorCode::kDEVICE, "CPU recipe evaluation needs host weights, got " + describe(w));
+    check(w.on_host(), ErrorCode::kDEVICE,
+          "CPU recipe evaluation needs host weights, got " + describe(w));
     avail.push_back(&w);
   }
   return eval_steps(r, descs, avail, r.steps.size() - 1);
 }
 
-bool recipe_is_separable(const Recipe& r) { return !r.steps.empty() && separable_shape(r).has_value(); }
+bool recipe_is_separable(const Recipe& r) {
+  return !r.steps.empty() && separable_shape(r).has_value();
+}
 
 void evaluate_recipe_region(const Recipe& r, std::span<const TensorDesc> sources, int source_index,
                             const Weights& source, void* slot_data) {
@@ -350,12 +376,14 @@ void evaluate_recipe_region(const Recipe& r, std::span<const TensorDesc> sources
       HostTensor part = eval_steps(r, descs, avail, a);
       for (int c : shape->casts) part = cast(part.view(), r.steps[c].dtype);
       const TensorDesc& whole = descs.back();
-      write_block(part.view(), norm_axis(concat.axis, whole.dims.size()), offset, slot_data, whole.dims);
+      write_block(part.view(), norm_axis(concat.axis, whole.dims.size()), offset, slot_data,
+                  whole.dims);
       return;
     }
     offset += descs[a].dims[norm_axis(concat.axis, descs[a].dims.size())];
   }
-  throw Error(ErrorCode::kINTERNAL, "source " + std::to_string(source_index) + " not in recipe " + r.to_string());
+  throw Error(ErrorCode::kINTERNAL,
+              "source " + std::to_string(source_index) + " not in recipe " + r.to_string());
 }
 
 HostTensor invert_recipe(const Recipe& r, std::span<const TensorDesc> sources, int source_index,
@@ -367,8 +395,7 @@ HostTensor invert_recipe(const Recipe& r, std::span<const TensorDesc> sources, i
   while (true) {
     const RecipeStep& s = r.steps[i];
     switch (s.op) {
-      case RecipeOp::kSOURCE:
-        return value;
+      case RecipeOp::kSOURCE: return value;
       case RecipeOp::kCAST:
         value = cast(value.view(), descs[s.args[0]].dtype);
         i = s.args[0];
@@ -402,8 +429,8 @@ HostTensor invert_recipe(const Recipe& r, std::span<const TensorDesc> sources, i
       }
       default:
         throw Error(ErrorCode::kNOT_INVERTIBLE,
-                    "weight '" + r.sources.at(source_index) + "' cannot be read back: " + step_label(r, i) +
-                        " of recipe " + r.to_string() + " cannot be inverted");
+                    "weight '" + r.sources.at(source_index) + "' cannot be read back: " +
+                        step_label(r, i) + " of recipe " + r.to_string() + " cannot be inverted");
     }
   }
 }

@@ -30,7 +30,8 @@ void copy_rows(std::byte* dst, int64_t dst_stride, const std::byte* src, int64_t
 }
 }  // namespace
 
-void write_block(const Weights& part, int axis, int64_t offset, void* whole, const Dims& whole_dims) {
+void write_block(const Weights& part, int axis, int64_t offset, void* whole,
+                 const Dims& whole_dims) {
   const int64_t es = elem_size(part.dtype);
   const int64_t outer = prod(whole_dims, 0, axis);
   const int64_t inner = prod(whole_dims, axis + 1, whole_dims.size());

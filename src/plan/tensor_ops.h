@@ -11,7 +11,8 @@ namespace bindery {
 /// Concatenates along `axis` (all other dims equal) into `out` (preallocated).
 void concat_into(std::span<const Weights> parts, int axis, HostTensor& out);
 /// Copies `part` into `whole` at offset `offset` along `axis` (the inverse view of a concat).
-void write_block(const Weights& part, int axis, int64_t offset, void* whole, const Dims& whole_dims);
+void write_block(const Weights& part, int axis, int64_t offset, void* whole,
+                 const Dims& whole_dims);
 /// Elements [start, start+length) along `axis`.
 HostTensor slice_axis(const Weights& in, int axis, int64_t start, int64_t length);
 /// out.dims[i] = in.dims[perm[i]].

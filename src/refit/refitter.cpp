@@ -15,6 +15,7 @@
 #include <set>
 
 #include "bindery/error.h"
+#include "core/device_memory.h"
 #include "core/hash.h"
 #include "core/parallel.h"
 #include "runtime/engine_impl.h"
@@ -47,8 +48,13 @@ void parallel_copy(void* dst, const void* src, int64_t bytes) {
 
 struct Write {
   int slot;
-  HostTensor staged;           // the slot's new bytes, or empty for a direct copy
-  const void* direct = nullptr;  // identity recipe: the caller's view
+  HostTensor staged;             // the slot's new bytes, or empty for a direct copy
+  const void* direct = nullptr;  // identity recipe: the caller's host view (or its host copy)
+};
+
+struct Staged {
+  std::vector<Write> writes;
+  std::vector<HostTensor> host_copies;  // device views brought to the host; `direct` may point here
 };
 
 }  // namespace
@@ -62,7 +68,8 @@ struct Refitter::Impl {
   explicit Impl(Engine& e) : engine(e) {
     const auto& slots = meta().slots;
     for (size_t i = 0; i < slots.size(); ++i)
-      for (const auto& n : slots[i].recipe.sources) slots_of_source[n].push_back(static_cast<int>(i));
+      for (const auto& n : slots[i].recipe.sources)
+        slots_of_source[n].push_back(static_cast<int>(i));
   }
   Engine::Impl& eng() const { return *engine.impl_; }
   const PlanMetadata& meta() const { return engine.impl_->meta; }
@@ -112,7 +119,23 @@ struct Refitter::Impl {
     return {m.begin(), m.end()};
   }
 
-  std::vector<Write> stage() {
+  // Host views of every pending weight: device views are copied to the host first, so a
+  // failing copy aborts the refit before any slot is written.
+  std::map<std::string, Weights> host_views(std::vector<HostTensor>& copies) const {
+    std::map<std::string, Weights> views;
+    for (const auto& [name, w] : pending) {
+      if (w.on_host()) {
+        views[name] = w;
+        continue;
+      }
+      copies.emplace_back(w.dtype, w.shape);
+      copy_device_to_host(w, copies.back().data(), "weights '" + name + "'");
+      views[name] = copies.back().view();
+    }
+    return views;
+  }
+
+  Staged stage() {
     const auto miss = missing();
     if (!miss.empty()) {
       std::string list;
@@ -121,35 +144,40 @@ struct Refitter::Impl {
       throw Error(ErrorCode::kMISSING_WEIGHTS, "refit needs weights that were not set: " + list +
                                                    " (see Refitter::missing_weights)");
     }
-    std::vector<Write> writes;
+    Staged staged;
+    const auto views = host_views(staged.host_copies);
+    std::vector<Write>& writes = staged.writes;
     for (int i : affected()) {
       const Slot& slot = meta().slots[i];
       Write w{i, {}, nullptr};
       if (slot.recipe.is_identity()) {
-        w.direct = pending.at(slot.recipe.sources[0]).values;
+        w.direct = views.at(slot.recipe.sources[0]).values;
       } else if (partial_ok(i)) {
         w.staged = HostTensor::copy_of(engine.slot_view(i));
         const auto descs = source_descs(slot);
         for (size_t k = 0; k < slot.recipe.sources.size(); ++k) {
-          auto it = pending.find(slot.recipe.sources[k]);
-          if (it != pending.end())
-            evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second, w.staged.data());
+          auto it = views.find(slot.recipe.sources[k]);
+          if (it != views.end())
+            evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second,
+                                   w.staged.data());
         }
       } else {
-        std::vector<Weights> views;
-        for (const auto& n : slot.recipe.sources) views.push_back(pending.at(n));
-        w.staged = evaluate_recipe(slot.recipe, views);
+        std::vector<Weights> args;
+        for (const auto& n : slot.recipe.sources) args.push_back(views.at(n));
+        w.staged = evaluate_recipe(slot.recipe, args);
         check(w.staged.size_bytes() == slot.size_bytes, ErrorCode::kINTERNAL,
-              "recipe of slot '" + slot.name + "' produced " + std::to_string(w.staged.size_bytes()) + " bytes, slot has " +
+              "recipe of slot '" + slot.name + "' produced " +
+                  std::to_string(w.staged.size_bytes()) + " bytes, slot has " +
                   std::to_string(slot.size_bytes));
       }
       writes.push_back(std::move(w));
     }
-    return writes;
+    return staged;
   }
 
   // Cannot fail: every check ran in stage().
-  void commit(std::vector<Write>& writes) {
+  void commit(Staged& staged) {
+    std::vector<Write>& writes = staged.writes;
     for (Write& w : writes) {
       const Slot& slot = meta().slots[w.slot];
       parallel_copy(eng().slot_ptr(w.slot), w.direct ? w.direct : w.staged.data(), slot.size_bytes);
@@ -169,31 +197,48 @@ void Refitter::set_named_weights(const std::string& name, const Weights& w) {
     const BuilderFlags& f = impl_->meta().flags;
     throw Error(ErrorCode::kNOT_REFITTABLE,
                 "weights '" + name + "' are not refittable: " +
-                    (f.has(BuilderFlag::kREFIT_INDIVIDUAL) ? "the plan was built with REFIT_INDIVIDUAL and they were not marked with mark_weights_refittable"
-                     : f.refittable()                      ? "the builder folded them into constants"
-                                                           : "the plan was built without a refit flag"));
+                    (f.has(BuilderFlag::kREFIT_INDIVIDUAL)
+                         ? "the plan was built with REFIT_INDIVIDUAL and they were not marked with "
+                           "mark_weights_refittable"
+                     : f.refittable() ? "the builder folded them into constants"
+                                      : "the plan was built without a refit flag"));
   }
   check(w.location.is_cpu() || !impl_->engine.device().is_cpu(), ErrorCode::kDEVICE,
-        "weights '" + name + "' are " + w.location.to_string() + " memory; this engine runs on cpu: pass a host view");
+        "weights '" + name + "' are " + w.location.to_string() +
+            " memory; this engine runs on cpu: pass a host view");
   check(w.dtype == s.desc.dtype, ErrorCode::kDTYPE_MISMATCH,
-        "weights '" + name + "': expected dtype " + std::string(dtype_name(s.desc.dtype)) + ", got " + describe(w));
-  check(!is_dynamic(w.shape), ErrorCode::kSHAPE_MISMATCH, "weights '" + name + "': shape " + to_string(w.shape) + " is not concrete");
+        "weights '" + name + "': expected dtype " + std::string(dtype_name(s.desc.dtype)) +
+            ", got " + describe(w));
+  check(!is_dynamic(w.shape), ErrorCode::kSHAPE_MISMATCH,
+        "weights '" + name + "': shape " + to_string(w.shape) + " is not concrete");
   check(w.count() == volume(s.desc.dims), ErrorCode::kCOUNT_MISMATCH,
-        "weights '" + name + "': expected " + std::to_string(volume(s.desc.dims)) + " elements (" + to_string(s.desc) +
-            "), got " + std::to_string(w.count()) + " (" + describe(w) + ")");
+        "weights '" + name + "': expected " + std::to_string(volume(s.desc.dims)) + " elements (" +
+            to_string(s.desc) + "), got " + std::to_string(w.count()) + " (" + describe(w) + ")");
   check(w.shape == s.desc.dims, ErrorCode::kSHAPE_MISMATCH,
-        "weights '" + name + "': expected shape " + to_string(s.desc.dims) + ", got " + to_string(w.shape));
-  check(w.values != nullptr || w.count() == 0, ErrorCode::kINVALID_ARGUMENT, "weights '" + name + "' have null values");
+        "weights '" + name + "': expected shape " + to_string(s.desc.dims) + ", got " +
+            to_string(w.shape));
+  check(w.values != nullptr || w.count() == 0, ErrorCode::kINVALID_ARGUMENT,
+        "weights '" + name + "' have null values");
   if (s.identical_hash) {
-    const uint64_t h = hash64(w.values, static_cast<size_t>(w.size_bytes()));
+    HostTensor copy;
+    const void* bytes = w.values;
+    if (!w.on_host()) {
+      copy = HostTensor(w.dtype, w.shape);
+      copy_device_to_host(w, copy.data(), "weights '" + name + "'");
+      bytes = copy.data();
+    }
+    const uint64_t h = hash64(bytes, static_cast<size_t>(w.size_bytes()));
     check(h == *s.identical_hash, ErrorCode::kIDENTICAL_MISMATCH,
-          "weights '" + name + "' differ from the ones the plan was built with (REFIT_IDENTICAL): hash " + hash_to_hex(h) +
-              ", expected " + hash_to_hex(*s.identical_hash));
+          "weights '" + name +
+              "' differ from the ones the plan was built with (REFIT_IDENTICAL): hash " +
+              hash_to_hex(h) + ", expected " + hash_to_hex(*s.identical_hash));
   }
   impl_->pending[name] = w;
 }
 
-bool Refitter::unset_named_weights(const std::string& name) { return impl_->pending.erase(name) > 0; }
+bool Refitter::unset_named_weights(const std::string& name) {
+  return impl_->pending.erase(name) > 0;
+}
 
 std::vector<std::string> Refitter::missing_weights() const { return impl_->missing(); }
 
@@ -204,7 +249,9 @@ std::vector<std::string> Refitter::all_weights() const {
   return names;
 }
 
-TensorDesc Refitter::weights_prototype(const std::string& name) const { return impl_->source(name).desc; }
+TensorDesc Refitter::weights_prototype(const std::string& name) const {
+  return impl_->source(name).desc;
+}
 
 HostTensor Refitter::get_named_weights(const std::string& name) const {
   const SourceWeight& s = impl_->source(name);
@@ -215,12 +262,15 @@ HostTensor Refitter::get_named_weights(const std::string& name) const {
   for (int i : it->second) {
     const Slot& slot = impl_->meta().slots[i];
     if (!impl_->eng().slot_filled[i]) {
-      first_error = first_error.value_or(Error(ErrorCode::kMISSING_WEIGHTS, "slot '" + slot.name + "' holding '" + name + "' is empty (stripped plan not refit yet)"));
+      first_error = first_error.value_or(
+          Error(ErrorCode::kMISSING_WEIGHTS, "slot '" + slot.name + "' holding '" + name +
+                                                 "' is empty (stripped plan not refit yet)"));
       continue;
     }
     try {
       const auto descs = impl_->source_descs(slot);
-      return invert_recipe(slot.recipe, descs, slot.recipe.source_index(name), impl_->engine.slot_view(i));
+      return invert_recipe(slot.recipe, descs, slot.recipe.source_index(name),
+                           impl_->engine.slot_view(i));
     } catch (const Error& e) {
       if (!first_error) first_error = e;
     }
@@ -230,15 +280,15 @@ HostTensor Refitter::get_named_weights(const std::string& name) const {
 }
 
 void Refitter::refit() {
-  auto writes = impl_->stage();
-  impl_->commit(writes);
+  Staged staged = impl_->stage();
+  impl_->commit(staged);
   impl_->pending.clear();
 }
 
 void Refitter::refit_async(Stream& stream) {
-  auto writes = std::make_shared<std::vector<Write>>(impl_->stage());
+  auto staged = std::make_shared<Staged>(impl_->stage());
   impl_->pending.clear();
-  stream.enqueue_host([impl = impl_.get(), writes] { impl->commit(*writes); });
+  stream.enqueue_host([impl = impl_.get(), staged] { impl->commit(*staged); });
 }
 
 int Refitter::last_refit_slots() const { return impl_->last_slots; }

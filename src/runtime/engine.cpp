@@ -27,8 +27,8 @@ std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
   const PlanMetadata& m = impl->meta;
   check(m.blob_size >= 0, ErrorCode::kCORRUPT_FILE, "plan blob size is negative");
   for (const Slot& s : m.slots)
-    check(s.offset >= 0 && s.size_bytes >= 0 && s.offset + s.size_bytes <= m.blob_size, ErrorCode::kCORRUPT_FILE,
-          "slot '" + s.name + "' lies outside the weight blob");
+    check(s.offset >= 0 && s.size_bytes >= 0 && s.offset + s.size_bytes <= m.blob_size,
+          ErrorCode::kCORRUPT_FILE, "slot '" + s.name + "' lies outside the weight blob");
   // Slots get memory of their own so a refit can rewrite them while the plan's mapping is
   // left untouched.
   impl->arena = HostTensor(DataType::kUINT8, {std::max<int64_t>(m.blob_size, 1)});
@@ -36,7 +36,8 @@ std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
   impl->slot_filled.assign(m.slots.size(), false);
   for (size_t i = 0; i < m.slots.size(); ++i) {
     if (const std::byte* src = plan.slot_data(static_cast<int>(i))) {
-      std::memcpy(impl->slot_ptr(static_cast<int>(i)), src, static_cast<size_t>(m.slots[i].size_bytes));
+      std::memcpy(impl->slot_ptr(static_cast<int>(i)), src,
+                  static_cast<size_t>(m.slots[i].size_bytes));
       impl->slot_filled[i] = true;
     }
   }
@@ -52,13 +53,15 @@ const PlanMetadata& Engine::metadata() const { return impl_->meta; }
 
 std::vector<TensorInfo> Engine::inputs() const {
   std::vector<TensorInfo> v;
-  for (int t : impl_->meta.graph.inputs) v.push_back({impl_->meta.graph.tensors[t].name, impl_->meta.graph.tensors[t].desc});
+  for (int t : impl_->meta.graph.inputs)
+    v.push_back({impl_->meta.graph.tensors[t].name, impl_->meta.graph.tensors[t].desc});
   return v;
 }
 
 std::vector<TensorInfo> Engine::outputs() const {
   std::vector<TensorInfo> v;
-  for (int t : impl_->meta.graph.outputs) v.push_back({impl_->meta.graph.tensors[t].name, impl_->meta.graph.tensors[t].desc});
+  for (int t : impl_->meta.graph.outputs)
+    v.push_back({impl_->meta.graph.tensors[t].name, impl_->meta.graph.tensors[t].desc});
   return v;
 }
 
@@ -91,12 +94,14 @@ std::vector<std::byte> Engine::serialize(const SerializationOptions& options) co
     const auto empty = impl_->empty_slots();
     check(empty.empty(), ErrorCode::kMISSING_WEIGHTS,
           "cannot save the weights of an engine that still misses " + std::to_string(empty.size()) +
-              " slot(s), e.g. '" + (empty.empty() ? "" : empty[0]) + "': refit it first or exclude weights");
+              " slot(s), e.g. '" + (empty.empty() ? "" : empty[0]) +
+              "': refit it first or exclude weights");
   }
   for (size_t i = 0; i < meta.slots.size(); ++i)
     if (impl_->slot_filled[i]) meta.slots[i].checksum = slot_checksum(static_cast<int>(i));
   HostTensor blob(DataType::kUINT8, {meta.blob_size});
-  if (meta.blob_size) std::memcpy(blob.data(), impl_->arena.data(), static_cast<size_t>(meta.blob_size));
+  if (meta.blob_size)
+    std::memcpy(blob.data(), impl_->arena.data(), static_cast<size_t>(meta.blob_size));
   return Plan(std::move(meta), std::move(blob)).serialize(options);
 }
 

@@ -11,11 +11,13 @@ namespace bindery {
 struct Engine::Impl {
   Device device;
   PlanMetadata meta;
-  HostTensor arena;              // all slots, at their blob offsets; never reallocated
+  HostTensor arena;               // all slots, at their blob offsets; never reallocated
   std::vector<bool> slot_filled;  // false for slots a stripped plan left empty
   std::atomic<uint64_t> version{0};
 
-  std::byte* slot_ptr(int i) { return static_cast<std::byte*>(arena.data()) + meta.slots[i].offset; }
+  std::byte* slot_ptr(int i) {
+    return static_cast<std::byte*>(arena.data()) + meta.slots[i].offset;
+  }
   const std::byte* slot_ptr(int i) const {
     return static_cast<const std::byte*>(arena.data()) + meta.slots[i].offset;
   }

@@ -22,13 +22,13 @@ struct ExecutionContext::Impl {
     for (int t : graph().inputs)
       if (graph().tensors[t].name == name) return t;
     std::string names;
-    for (int t : graph().inputs) names += (names.empty() ? "'" : ", '") + graph().tensors[t].name + "'";
-    throw Error(ErrorCode::kNOT_FOUND, "no input named '" + name + "'; the engine's inputs are " + names);
+    for (int t : graph().inputs)
+      names += (names.empty() ? "'" : ", '") + graph().tensors[t].name + "'";
+    throw Error(ErrorCode::kNOT_FOUND,
+                "no input named '" + name + "'; the engine's inputs are " + names);
   }
   void run();
-  Weights view_of(int t) const {
-    return Weights(descs[t].dtype, descs[t].dims, data[t]);
-  }
+  Weights view_of(int t) const { return Weights(descs[t].dtype, descs[t].dims, data[t]); }
 };
 
 ExecutionContext::ExecutionContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -46,9 +46,11 @@ void ExecutionContext::set_input_shape(const std::string& name, const Dims& dims
   const int t = impl_->input_index(name);
   const Dims& declared = impl_->graph().tensors[t].desc.dims;
   bool ok = declared.size() == dims.size();
-  for (size_t i = 0; ok && i < dims.size(); ++i) ok = dims[i] >= 0 && (declared[i] == kDYNAMIC || declared[i] == dims[i]);
+  for (size_t i = 0; ok && i < dims.size(); ++i)
+    ok = dims[i] >= 0 && (declared[i] == kDYNAMIC || declared[i] == dims[i]);
   check(ok, ErrorCode::kSHAPE_MISMATCH,
-        "input '" + name + "': shape " + to_string(dims) + " does not fit the declared " + to_string(declared));
+        "input '" + name + "': shape " + to_string(dims) + " does not fit the declared " +
+            to_string(declared));
   impl_->input_shapes[t] = dims;
 }
 
@@ -56,8 +58,10 @@ void ExecutionContext::set_input(const std::string& name, const Weights& view) {
   const int t = impl_->input_index(name);
   const TensorDesc& declared = impl_->graph().tensors[t].desc;
   check(view.dtype == declared.dtype, ErrorCode::kDTYPE_MISMATCH,
-        "input '" + name + "': expected " + std::string(dtype_name(declared.dtype)) + ", got " + describe(view));
-  check(view.on_host(), ErrorCode::kDEVICE, "input '" + name + "' must be host memory for a CPU engine, got " + describe(view));
+        "input '" + name + "': expected " + std::string(dtype_name(declared.dtype)) + ", got " +
+            describe(view));
+  check(view.on_host(), ErrorCode::kDEVICE,
+        "input '" + name + "' must be host memory for a CPU engine, got " + describe(view));
   set_input_shape(name, view.shape);
   impl_->bound[t] = view;
 }
@@ -66,15 +70,17 @@ void ExecutionContext::Impl::run() {
   Engine::Impl& e = *engine->impl_;
   const auto missing = e.empty_slots();
   check(missing.empty(), ErrorCode::kMISSING_WEIGHTS,
-        "the engine still misses weights for " + std::to_string(missing.size()) + " slot(s), e.g. '" +
-            (missing.empty() ? "" : missing[0]) + "': refit it before running");
+        "the engine still misses weights for " + std::to_string(missing.size()) +
+            " slot(s), e.g. '" + (missing.empty() ? "" : missing[0]) +
+            "': refit it before running");
   const Graph& g = graph();
   descs.assign(g.tensors.size(), {});
   data.assign(g.tensors.size(), nullptr);
   buffers.resize(g.tensors.size());
   for (int t : g.inputs) {
     auto it = bound.find(t);
-    check(it != bound.end(), ErrorCode::kINVALID_ARGUMENT, "input '" + g.tensors[t].name + "' is not bound (set_input)");
+    check(it != bound.end(), ErrorCode::kINVALID_ARGUMENT,
+          "input '" + g.tensors[t].name + "' is not bound (set_input)");
     descs[t] = {it->second.dtype, it->second.shape};
     data[t] = const_cast<void*>(it->second.values);
   }
@@ -90,7 +96,8 @@ void ExecutionContext::Impl::run() {
     in_descs.clear();
     for (int t : n.inputs) {
       in_descs.push_back(t < 0 ? kABSENT_DESC : descs[t]);
-      in.push_back(t < 0 ? cpu::TensorRef{} : cpu::TensorRef{descs[t].dtype, descs[t].dims, data[t]});
+      in.push_back(t < 0 ? cpu::TensorRef{}
+                         : cpu::TensorRef{descs[t].dtype, descs[t].dims, data[t]});
     }
     std::vector<TensorDesc> od;
     try {
@@ -104,7 +111,8 @@ void ExecutionContext::Impl::run() {
       descs[t] = od[k];
       HostTensor& b = buffers[t];
       const int64_t need = dtype_bytes(od[k].dtype, volume(od[k].dims));
-      if (b.empty() || b.size_bytes() < need) b = HostTensor(DataType::kUINT8, {std::max<int64_t>(need, 1)});
+      if (b.empty() || b.size_bytes() < need)
+        b = HostTensor(DataType::kUINT8, {std::max<int64_t>(need, 1)});
       data[t] = b.data();
       out.push_back({od[k].dtype, od[k].dims, data[t]});
     }
@@ -127,11 +135,14 @@ Weights ExecutionContext::output(const std::string& name) const {
 }
 
 Weights ExecutionContext::debug_tensor(const std::string& name) const {
-  check(impl_->ran, ErrorCode::kINVALID_ARGUMENT, "debug tensor '" + name + "' read before any run");
+  check(impl_->ran, ErrorCode::kINVALID_ARGUMENT,
+        "debug tensor '" + name + "' read before any run");
   const Graph& g = impl_->graph();
   for (size_t t = 0; t < g.tensors.size(); ++t)
-    if (g.tensors[t].is_debug && g.tensors[t].name == name) return impl_->view_of(static_cast<int>(t));
-  throw Error(ErrorCode::kNOT_FOUND, "no debug tensor named '" + name + "' (mark it with Network::mark_debug)");
+    if (g.tensors[t].is_debug && g.tensors[t].name == name)
+      return impl_->view_of(static_cast<int>(t));
+  throw Error(ErrorCode::kNOT_FOUND,
+              "no debug tensor named '" + name + "' (mark it with Network::mark_debug)");
 }
 
 std::vector<std::string> ExecutionContext::debug_tensor_names() const {

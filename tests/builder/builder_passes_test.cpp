@@ -10,13 +10,15 @@ namespace bindery::testing {
 namespace {
 
 bool report_has(const Plan& p, const std::string& kind, const std::string& text) {
-  return std::any_of(p.metadata().report.begin(), p.metadata().report.end(), [&](const BuildReportEntry& e) {
-    return e.kind == kind && e.description.find(text) != std::string::npos;
-  });
+  return std::any_of(p.metadata().report.begin(), p.metadata().report.end(),
+                     [&](const BuildReportEntry& e) {
+                       return e.kind == kind && e.description.find(text) != std::string::npos;
+                     });
 }
 
 int count_nodes(const Plan& p, LayerType t) {
-  return static_cast<int>(std::count_if(p.metadata().graph.nodes.begin(), p.metadata().graph.nodes.end(),
+  return static_cast<int>(std::count_if(p.metadata().graph.nodes.begin(),
+                                        p.metadata().graph.nodes.end(),
                                         [&](const GraphNode& n) { return n.type == t; }));
 }
 
@@ -60,7 +62,8 @@ TEST(Builder, FoldsLayoutOpsOnRefittableWeightsIntoRecipes) {
   Network net;
   Tensor* x = net.add_input("x", DataType::kFLOAT, {kDYNAMIC, 4});
   HostTensor w = examples::random_tensor({4, 6}, 1);
-  Tensor* wt = net.add_transpose(net.add_constant(w.view(), "w")->output(0), {1, 0})->output(0);  // [6, 4]
+  Tensor* wt =
+      net.add_transpose(net.add_constant(w.view(), "w")->output(0), {1, 0})->output(0);  // [6, 4]
   Tensor* y = net.add_matmul(x, false, wt, true)->output(0);
   y->set_name("y");
   net.mark_output(y);

@@ -25,7 +25,8 @@ inline std::unique_ptr<Engine> build_engine(const Network& net, const BuilderCon
   return Engine::create(Builder().build(net, cfg));
 }
 
-inline HostTensor run(Engine& e, const std::string& input, const HostTensor& x, const std::string& output) {
+inline HostTensor run(Engine& e, const std::string& input, const HostTensor& x,
+                      const std::string& output) {
   auto ctx = e.create_execution_context();
   ctx->set_input(input, x.view());
   ctx->execute();
@@ -39,7 +40,8 @@ inline bool bit_equal(const HostTensor& a, const HostTensor& b) {
 
 inline std::vector<uint64_t> slot_checksums(const Engine& e) {
   std::vector<uint64_t> v;
-  for (size_t i = 0; i < e.metadata().slots.size(); ++i) v.push_back(e.slot_checksum(static_cast<int>(i)));
+  for (size_t i = 0; i < e.metadata().slots.size(); ++i)
+    v.push_back(e.slot_checksum(static_cast<int>(i)));
   return v;
 }
 
@@ -64,17 +66,26 @@ struct ExampleCase {
 
 inline void PrintTo(const ExampleCase& c, std::ostream* os) { *os << c.name; }
 
-inline examples::MlpConfig test_mlp_config() { return {.in = 24, .hidden = 40, .out = 24, .layers = 2}; }
+inline examples::MlpConfig test_mlp_config() {
+  return {.in = 24, .hidden = 40, .out = 24, .layers = 2};
+}
 inline examples::CnnConfig test_cnn_config() { return {.channels = 6, .classes = 5, .image = 8}; }
 
 inline std::vector<ExampleCase> example_cases() {
   return {
-      {"mlp", "x", "y", [](const examples::WeightMap& w) { return examples::mlp_network(test_mlp_config(), w); },
+      {"mlp", "x", "y",
+       [](const examples::WeightMap& w) { return examples::mlp_network(test_mlp_config(), w); },
        [](uint32_t s) { return examples::mlp_weights(test_mlp_config(), s); },
-       [] { return examples::random_tensor({3, test_mlp_config().in}, 99, 1.f); }},
-      {"cnn", "image", "logits", [](const examples::WeightMap& w) { return examples::cnn_network(test_cnn_config(), w); },
+       [] {
+         return examples::random_tensor({3, test_mlp_config().in}, 99, 1.f);
+       }},
+      {"cnn", "image", "logits",
+       [](const examples::WeightMap& w) { return examples::cnn_network(test_cnn_config(), w); },
        [](uint32_t s) { return examples::cnn_weights(test_cnn_config(), s); },
-       [] { return examples::random_tensor({2, 3, test_cnn_config().image, test_cnn_config().image}, 98, 1.f); }},
+       [] {
+         return examples::random_tensor({2, 3, test_cnn_config().image, test_cnn_config().image},
+                                        98, 1.f);
+       }},
   };
 }
 

@@ -13,9 +13,11 @@ namespace bindery {
 namespace {
 
 TEST(Half, RoundTripsRepresentableValuesExactly) {
-  for (float f : {0.f, -0.f, 1.f, -2.5f, 65504.f, 6.103515625e-05f, 5.960464477539063e-08f, 0.333251953125f})
+  for (float f :
+       {0.f, -0.f, 1.f, -2.5f, 65504.f, 6.103515625e-05f, 5.960464477539063e-08f, 0.333251953125f})
     EXPECT_EQ(f16_to_f32(f32_to_f16(f)), f) << f;
-  for (float f : {0.f, 1.f, -3.140625f, 0x1p100f, -0x1p-100f}) EXPECT_EQ(bf16_to_f32(f32_to_bf16(f)), f) << f;
+  for (float f : {0.f, 1.f, -3.140625f, 0x1p100f, -0x1p-100f})
+    EXPECT_EQ(bf16_to_f32(f32_to_bf16(f)), f) << f;
 }
 
 TEST(Half, RoundsToNearestEvenAndSaturatesToInfinity) {

@@ -47,7 +47,8 @@ bool fix_checksums(Bytes& b) {
   for (size_t i = 0; i < count; ++i) {
     const size_t e = 24 + 32 * i;
     const uint64_t off = get(b, e + 8, 8), size = get(b, e + 16, 8);
-    if (size <= b.size() && off <= b.size() - size) put64(b, e + 24, bindery::hash64(b.data() + off, size));
+    if (size <= b.size() && off <= b.size() - size)
+      put64(b, e + 24, bindery::hash64(b.data() + off, size));
   }
   put64(b, header - 8, bindery::hash64(b.data(), header - 8));
   return true;

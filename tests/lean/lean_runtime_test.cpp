@@ -20,7 +20,8 @@ TEST(LeanRuntime, LoadsAPlanAndRunsIt) {
   ASSERT_EQ(in.desc.dims.size(), 2u);
   const int64_t batch = 3, width = in.desc.dims[1];
   HostTensor x(DataType::kFLOAT, {batch, width});
-  for (int64_t i = 0; i < x.count(); ++i) x.data_as<float>()[i] = std::sin(0.1f * static_cast<float>(i));
+  for (int64_t i = 0; i < x.count(); ++i)
+    x.data_as<float>()[i] = std::sin(0.1f * static_cast<float>(i));
   auto ctx = engine->create_execution_context();
   ctx->set_input(in.name, x.view());
   ctx->execute();

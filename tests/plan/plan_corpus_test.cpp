@@ -65,15 +65,14 @@ TEST(PlanFuzzCorpus, DISABLED_WriteSeedCorpus) {
   const Plan vision = small_plan({{LayerType::kCONVOLUTION, conv},
                                   {LayerType::kBATCHNORM, BatchNormParams{1e-3f}},
                                   {LayerType::kPOOLING, PoolingParams{}}});
-  const Plan text = small_plan(
-      {{LayerType::kCONSTANT, ConstantParams{"w"}},
-       {LayerType::kGATHER, GatherParams{0}},
-       {LayerType::kRMSNORM, NormParams{1e-6f}},
-       {LayerType::kLAYERNORM, NormParams{}},
-       {LayerType::kELEMENTWISE, ElementwiseParams{ElementwiseOp::kDIV}},
-       {LayerType::kUNARY, UnaryParams{UnaryOp::kGELU_ERF}},
-       {LayerType::kSOFTMAX, SoftmaxParams{-1}}},
-      (1u << 0) | (1u << 5));
+  const Plan text = small_plan({{LayerType::kCONSTANT, ConstantParams{"w"}},
+                                {LayerType::kGATHER, GatherParams{0}},
+                                {LayerType::kRMSNORM, NormParams{1e-6f}},
+                                {LayerType::kLAYERNORM, NormParams{}},
+                                {LayerType::kELEMENTWISE, ElementwiseParams{ElementwiseOp::kDIV}},
+                                {LayerType::kUNARY, UnaryParams{UnaryOp::kGELU_ERF}},
+                                {LayerType::kSOFTMAX, SoftmaxParams{-1}}},
+                               (1u << 0) | (1u << 5));
   const Plan shapes = small_plan({{LayerType::kREDUCE, ReduceParams{ReduceOp::kMAX, {1}, true}},
                                   {LayerType::kRESHAPE, ReshapeParams{{0, -1}}},
                                   {LayerType::kTRANSPOSE, TransposeParams{{1, 0}}},

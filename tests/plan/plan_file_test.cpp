@@ -43,7 +43,8 @@ class PlanFile : public ::testing::Test {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string write(const std::string& name, const Bytes& bytes) const {
     std::ofstream(path(name), std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
     return path(name);
   }
   fs::path dir_;
@@ -173,7 +174,8 @@ TEST(PlanStripped, TenMillionRefittableWeightsStripToUnderOnePercent) {
   PlanMetadata m;
   m.flags.set(BuilderFlag::kREFIT);
   m.sources.push_back({"w", {DataType::kFLOAT, {10'000'000}}, true, std::nullopt});
-  m.slots.push_back(make_slot("w", DataType::kFLOAT, {10'000'000}, 0, true, {{"w"}, {step(RecipeOp::kSOURCE, {0})}}));
+  m.slots.push_back(make_slot("w", DataType::kFLOAT, {10'000'000}, 0, true,
+                              {{"w"}, {step(RecipeOp::kSOURCE, {0})}}));
   m.blob_size = m.slots[0].size_bytes;
   m.graph.tensors.push_back({"w", m.slots[0].desc, TensorKind::kWEIGHT, 0, true});
   m.graph.outputs = {0};
@@ -198,7 +200,7 @@ TEST(PlanStripped, PlanWithTheWholeBlobIsWrittenWhole) {
 TEST(PlanStripped, PlanWithoutDataIsWrittenStripped) {
   PlanMetadata m = sample_metadata();
   EXPECT_THROW(Plan(m, HostTensor()).serialize(), Error);  // its baked slots have no data
-  m.slots.resize(4);  // keep the refittable ones only
+  m.slots.resize(4);                                       // keep the refittable ones only
   m.blob_size = 1024 + 128;
   for (GraphTensor& t : m.graph.tensors) t.slot = t.slot >= 4 ? 0 : t.slot;
   const Plan back = Plan::from_memory(Plan(m, HostTensor()).serialize());
@@ -235,15 +237,20 @@ TEST(PlanFrozen, CannotExcludeWeightsOrFreezeAStrippedPlan) {
 
 // ---- every way a file can be wrong ----
 
-TEST(PlanErrors, EmptyFileIsTruncated) { EXPECT_LOAD_ERROR(Bytes{}, ErrorCode::kTRUNCATED_FILE, "<memory> is empty"); }
+TEST(PlanErrors, EmptyFileIsTruncated) {
+  EXPECT_LOAD_ERROR(Bytes{}, ErrorCode::kTRUNCATED_FILE, "<memory> is empty");
+}
 
 TEST(PlanErrors, ForeignFilesHaveBadMagic) {
   EXPECT_LOAD_ERROR(to_bytes("\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0"),
-                    ErrorCode::kBAD_MAGIC, "not a bindery plan: <memory> starts with 89 50 4e 47 0d 0a 1a 0a");
-  EXPECT_LOAD_ERROR(to_bytes("hello, this is not a plan at all, but it is long enough"), ErrorCode::kBAD_MAGIC, "(\"hello, t\")");
+                    ErrorCode::kBAD_MAGIC,
+                    "not a bindery plan: <memory> starts with 89 50 4e 47 0d 0a 1a 0a");
+  EXPECT_LOAD_ERROR(to_bytes("hello, this is not a plan at all, but it is long enough"),
+                    ErrorCode::kBAD_MAGIC, "(\"hello, t\")");
   EXPECT_LOAD_ERROR(to_bytes("PK"), ErrorCode::kBAD_MAGIC, "50 4b");
   EXPECT_LOAD_ERROR(to_bytes("BINDERZ"), ErrorCode::kBAD_MAGIC, "not a bindery plan");
-  EXPECT_LOAD_ERROR(to_bytes(std::string("BINDERY\x01", 8) + std::string(100, '\0')), ErrorCode::kBAD_MAGIC, "not a bindery plan");
+  EXPECT_LOAD_ERROR(to_bytes(std::string("BINDERY\x01", 8) + std::string(100, '\0')),
+                    ErrorCode::kBAD_MAGIC, "not a bindery plan");
 }
 
 TEST(PlanErrors, TruncatedAtEveryByteOfTheHeader) {
@@ -255,13 +262,18 @@ TEST(PlanErrors, TruncatedAtEveryByteOfTheHeader) {
 TEST(PlanErrors, TruncatedInsideSections) {
   const Layout l = layout_of(full_image());
   const Bytes& img = full_image();
-  EXPECT_LOAD_ERROR(prefix(img, l.header), ErrorCode::kTRUNCATED_FILE, "the metadata section needs bytes [96, ");
-  EXPECT_LOAD_ERROR(prefix(img, l.header + l.meta_size / 2), ErrorCode::kTRUNCATED_FILE, "metadata section");
-  EXPECT_LOAD_ERROR(prefix(img, l.weights_offset), ErrorCode::kTRUNCATED_FILE, "the weights section needs bytes");
-  EXPECT_LOAD_ERROR(prefix(img, l.weights_offset + 1000), ErrorCode::kTRUNCATED_FILE, "found " + std::to_string(l.weights_offset + 1000) + " bytes");
+  EXPECT_LOAD_ERROR(prefix(img, l.header), ErrorCode::kTRUNCATED_FILE,
+                    "the metadata section needs bytes [96, ");
+  EXPECT_LOAD_ERROR(prefix(img, l.header + l.meta_size / 2), ErrorCode::kTRUNCATED_FILE,
+                    "metadata section");
+  EXPECT_LOAD_ERROR(prefix(img, l.weights_offset), ErrorCode::kTRUNCATED_FILE,
+                    "the weights section needs bytes");
+  EXPECT_LOAD_ERROR(prefix(img, l.weights_offset + 1000), ErrorCode::kTRUNCATED_FILE,
+                    "found " + std::to_string(l.weights_offset + 1000) + " bytes");
   EXPECT_LOAD_ERROR(prefix(img, img.size() - 1), ErrorCode::kTRUNCATED_FILE, "weights section");
   const Bytes stripped = sample_plan().serialize({.exclude_weights = true});
-  EXPECT_LOAD_ERROR(prefix(stripped, stripped.size() - 1), ErrorCode::kTRUNCATED_FILE, "weights section");
+  EXPECT_LOAD_ERROR(prefix(stripped, stripped.size() - 1), ErrorCode::kTRUNCATED_FILE,
+                    "weights section");
 }
 
 TEST(PlanErrors, TrailingBytesAreCorrupt) {
@@ -292,16 +304,19 @@ TEST(PlanErrors, BitFlipsInTheSections) {
   const Bytes& img = full_image();
   const Layout l = layout_of(img);
   for (size_t byte = l.meta_offset; byte < l.meta_offset + l.meta_size; ++byte)
-    EXPECT_LOAD_ERROR(flip(img, byte, static_cast<int>(byte % 8)), ErrorCode::kCHECKSUM_MISMATCH, "checksum mismatch in the metadata section");
+    EXPECT_LOAD_ERROR(flip(img, byte, static_cast<int>(byte % 8)), ErrorCode::kCHECKSUM_MISMATCH,
+                      "checksum mismatch in the metadata section");
   for (size_t byte = l.weights_offset; byte < img.size(); ++byte)
-    EXPECT_LOAD_ERROR(flip(img, byte, static_cast<int>(byte % 8)), ErrorCode::kCHECKSUM_MISMATCH, "checksum mismatch in the weights section");
+    EXPECT_LOAD_ERROR(flip(img, byte, static_cast<int>(byte % 8)), ErrorCode::kCHECKSUM_MISMATCH,
+                      "checksum mismatch in the weights section");
 }
 
 TEST(PlanErrors, NewerVersionIsRefusedAsSuch) {
   Bytes img = full_image();
   put32(img, 8, 7);
   fix_checksums(img);
-  EXPECT_LOAD_ERROR(img, ErrorCode::kVERSION_TOO_NEW, "<memory>: plan format 7, this build reads up to 1");
+  EXPECT_LOAD_ERROR(img, ErrorCode::kVERSION_TOO_NEW,
+                    "<memory>: plan format 7, this build reads up to 1");
   put32(img, 8, 0xffffffffu);  // read before the header checksum: a new format may change it
   EXPECT_LOAD_ERROR(img, ErrorCode::kVERSION_TOO_NEW, "plan format 4294967295");
   put32(img, 8, 0);
@@ -313,7 +328,8 @@ TEST(PlanErrors, HeaderFlagsMustMatchTheMetadata) {
   Bytes img = full_image();
   put32(img, 12, 1);
   fix_checksums(img);
-  EXPECT_LOAD_ERROR(img, ErrorCode::kCORRUPT_FILE, "plan metadata: flags: the header says REFIT, found REFIT|FP16");
+  EXPECT_LOAD_ERROR(img, ErrorCode::kCORRUPT_FILE,
+                    "plan metadata: flags: the header says REFIT, found REFIT|FP16");
 }
 
 TEST(PlanErrors, ImpossibleSectionTablesAreCorrupt) {
@@ -322,17 +338,26 @@ TEST(PlanErrors, ImpossibleSectionTablesAreCorrupt) {
   text.erase(text.find_last_not_of(' ') + 1);  // without the padding to the weights
   ASSERT_NE((layout_of(img).header + text.size()) % 256, 0u);
   const Bytes meta = to_bytes(text);
-  const Bytes weights(img.begin() + static_cast<std::ptrdiff_t>(layout_of(img).weights_offset), img.end());
+  const Bytes weights(img.begin() + static_cast<std::ptrdiff_t>(layout_of(img).weights_offset),
+                      img.end());
   const uint32_t flags = get32(img, 12);
   EXPECT_FALSE(load_error(make_image(1, flags, {{1, meta}, {2, weights, 256}})).has_value());
-  EXPECT_LOAD_ERROR(make_image(1, flags, {}), ErrorCode::kCORRUPT_FILE, "expected 1 or 2 sections, found 0");
-  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {2, weights, 256}, {2, {}}}), ErrorCode::kCORRUPT_FILE, "expected 1 or 2 sections, found 3");
-  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {9, weights, 256}}), ErrorCode::kCORRUPT_FILE, "unknown section kind 9");
-  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {1, meta}}), ErrorCode::kCORRUPT_FILE, "the metadata section appears twice");
-  EXPECT_LOAD_ERROR(make_image(1, flags, {{2, weights, 256}}), ErrorCode::kCORRUPT_FILE, "no metadata section");
-  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {2, weights, 8}}), ErrorCode::kCORRUPT_FILE, "is not aligned to 256 bytes");
-  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}}), ErrorCode::kCORRUPT_FILE, "the blob needs 1836 bytes of weights section, the file has 0");
-  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {2, weights, 256}}, 3), ErrorCode::kCORRUPT_FILE, "3 unexpected bytes");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {}), ErrorCode::kCORRUPT_FILE,
+                    "expected 1 or 2 sections, found 0");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {2, weights, 256}, {2, {}}}),
+                    ErrorCode::kCORRUPT_FILE, "expected 1 or 2 sections, found 3");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {9, weights, 256}}), ErrorCode::kCORRUPT_FILE,
+                    "unknown section kind 9");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {1, meta}}), ErrorCode::kCORRUPT_FILE,
+                    "the metadata section appears twice");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {{2, weights, 256}}), ErrorCode::kCORRUPT_FILE,
+                    "no metadata section");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {2, weights, 8}}), ErrorCode::kCORRUPT_FILE,
+                    "is not aligned to 256 bytes");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}}), ErrorCode::kCORRUPT_FILE,
+                    "the blob needs 1836 bytes of weights section, the file has 0");
+  EXPECT_LOAD_ERROR(make_image(1, flags, {{1, meta}, {2, weights, 256}}, 3),
+                    ErrorCode::kCORRUPT_FILE, "3 unexpected bytes");
   Bytes overlapping = full_image();
   put64(overlapping, 24 + 8, 8);  // metadata "starts" inside the header
   fix_checksums(overlapping);
@@ -355,7 +380,8 @@ TEST_F(PlanFile, ErrorsNameTheFile) {
     }
   };
   expect_file_error("empty.plan", {}, ErrorCode::kTRUNCATED_FILE);
-  expect_file_error("image.png", to_bytes("\x89PNG\r\n\x1a\nabcdefghijklmnopqrstuvwxyz"), ErrorCode::kBAD_MAGIC);
+  expect_file_error("image.png", to_bytes("\x89PNG\r\n\x1a\nabcdefghijklmnopqrstuvwxyz"),
+                    ErrorCode::kBAD_MAGIC);
   expect_file_error("short.plan", prefix(full_image(), 1000), ErrorCode::kTRUNCATED_FILE);
   expect_file_error("flipped.plan", flip(full_image(), 900), ErrorCode::kCHECKSUM_MISMATCH);
   expect_file_error("corrupt.plan", with_metadata(full_image(), "{}"), ErrorCode::kCORRUPT_FILE);

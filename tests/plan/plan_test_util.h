@@ -4,11 +4,11 @@
 // tests can build files with valid checksums around damaged content.
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -24,8 +24,8 @@ using nlohmann::json;
 
 inline Dims dims(std::initializer_list<int64_t> d) { return Dims(d); }
 
-inline Slot make_slot(std::string name, DataType dtype, Dims shape, int64_t offset,
-                      bool refittable, Recipe recipe) {
+inline Slot make_slot(std::string name, DataType dtype, Dims shape, int64_t offset, bool refittable,
+                      Recipe recipe) {
   Slot s;
   s.name = std::move(name);
   s.desc = {dtype, std::move(shape)};
@@ -69,27 +69,27 @@ inline PlanMetadata sample_metadata() {
   source("frozen.w", DataType::kHALF, {16}, false);
 
   // Slots (offsets are the builder's: packed in order, each aligned to kBLOB_ALIGNMENT).
-  m.slots.push_back(make_slot("qkv", DataType::kHALF, {8, 8}, 0, true,
-                              {{"w.a", "w.b"},
-                               {step(RecipeOp::kSOURCE, {0}), step(RecipeOp::kSOURCE, {1}),
-                                step(RecipeOp::kCONCAT, {0, 1}, 0),
-                                step(RecipeOp::kCAST, {2}, 0, {}, DataType::kHALF)}}));
+  m.slots.push_back(make_slot(
+      "qkv", DataType::kHALF, {8, 8}, 0, true,
+      {{"w.a", "w.b"},
+       {step(RecipeOp::kSOURCE, {0}), step(RecipeOp::kSOURCE, {1}),
+        step(RecipeOp::kCONCAT, {0, 1}, 0), step(RecipeOp::kCAST, {2}, 0, {}, DataType::kHALF)}}));
   m.slots.push_back(make_slot(
       "conv.w.folded", DataType::kFLOAT, {4, 2, 3, 3}, 256, true,
       {{"conv.w", "bn.scale", "bn.var"},
        {step(RecipeOp::kSOURCE, {0}), step(RecipeOp::kSOURCE, {1}), step(RecipeOp::kSOURCE, {2}),
         step(RecipeOp::kFOLD_BN_KERNEL, {0, 1, 2}, 0, {}, DataType::kFLOAT, 1e-5f)}}));
+  m.slots.push_back(
+      make_slot("conv.b.folded", DataType::kFLOAT, {4}, 768, true,
+                {{"bn.scale", "bn.bias", "bn.mean", "bn.var"},
+                 {step(RecipeOp::kSOURCE, {0}), step(RecipeOp::kSOURCE, {1}),
+                  step(RecipeOp::kSOURCE, {2}), step(RecipeOp::kSOURCE, {3}),
+                  step(RecipeOp::kFOLD_BN_BIAS, {0, 1, 2, 3}, 0, {}, DataType::kFLOAT, 1e-3f)}}));
   m.slots.push_back(make_slot(
-      "conv.b.folded", DataType::kFLOAT, {4}, 768, true,
-      {{"bn.scale", "bn.bias", "bn.mean", "bn.var"},
-       {step(RecipeOp::kSOURCE, {0}), step(RecipeOp::kSOURCE, {1}), step(RecipeOp::kSOURCE, {2}),
-        step(RecipeOp::kSOURCE, {3}),
-        step(RecipeOp::kFOLD_BN_BIAS, {0, 1, 2, 3}, 0, {}, DataType::kFLOAT, 1e-3f)}}));
-  m.slots.push_back(make_slot("w.t", DataType::kFLOAT, {8, 4}, 1024, true,
-                              {{"w.a"},
-                               {step(RecipeOp::kSOURCE, {0}), step(RecipeOp::kTRANSPOSE, {0}, 0, {1, 0}),
-                                step(RecipeOp::kSLICE, {1}, 0, {0, 8}),
-                                step(RecipeOp::kRESHAPE, {2}, 0, {8, 4})}}));
+      "w.t", DataType::kFLOAT, {8, 4}, 1024, true,
+      {{"w.a"},
+       {step(RecipeOp::kSOURCE, {0}), step(RecipeOp::kTRANSPOSE, {0}, 0, {1, 0}),
+        step(RecipeOp::kSLICE, {1}, 0, {0, 8}), step(RecipeOp::kRESHAPE, {2}, 0, {8, 4})}}));
   m.slots.push_back(make_slot("frozen", DataType::kHALF, {16}, 1280, false, {}));
   m.slots.push_back(make_slot("baked.i8", DataType::kINT8, {300}, 1536, false, {}));
   m.slots[0].checksum = 0x8000000000000001ull;
@@ -99,7 +99,8 @@ inline PlanMetadata sample_metadata() {
   // Graph: tensors 0..5 are weights (one per slot), 6 the input, 7.. activations.
   Graph& g = m.graph;
   for (size_t i = 0; i < m.slots.size(); ++i)
-    g.tensors.push_back({m.slots[i].name, m.slots[i].desc, TensorKind::kWEIGHT, static_cast<int>(i)});
+    g.tensors.push_back(
+        {m.slots[i].name, m.slots[i].desc, TensorKind::kWEIGHT, static_cast<int>(i)});
   g.tensors.push_back({"x", {DataType::kFLOAT, {-1, 8}}, TensorKind::kINPUT, -1});
   const auto add = [&](std::string name, LayerType type, LayerParams p, std::vector<int> in) {
     const int out = static_cast<int>(g.tensors.size());
@@ -127,7 +128,9 @@ inline PlanMetadata sample_metadata() {
   conv.dilation = {1, 3};
   conv.groups = 2;
   conv.epilogue.push_back({true, UnaryOp::kSILU, ElementwiseOp::kMAX, {}});
-  conv.epilogue.push_back({false, UnaryOp::kRELU, ElementwiseOp::kMIN,
+  conv.epilogue.push_back({false,
+                           UnaryOp::kRELU,
+                           ElementwiseOp::kMIN,
                            {6.f, -0.f, 1e-30f, std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
                             std::numeric_limits<float>::quiet_NaN(), 3.4028235e38f}});
@@ -319,7 +322,7 @@ inline Bytes to_bytes(std::string_view s) {
 }
 
 struct TestSection {
-  uint32_t kind;   // 1 metadata, 2 weights
+  uint32_t kind;  // 1 metadata, 2 weights
   Bytes bytes;
   uint64_t align = 1;  // placed at the next multiple of this after the previous section
 };
@@ -378,8 +381,9 @@ inline Bytes with_metadata(const Bytes& img, const std::string& text) {
   const Layout l = layout_of(img);
   std::vector<TestSection> s = {{1, to_bytes(text)}};
   if (l.weights_size)
-    s.push_back({2, Bytes(img.begin() + l.weights_offset,
-                          img.begin() + l.weights_offset + l.weights_size), 256});
+    s.push_back(
+        {2, Bytes(img.begin() + l.weights_offset, img.begin() + l.weights_offset + l.weights_size),
+         256});
   return make_image(get32(img, 8), get32(img, 12), s);
 }
 
@@ -420,13 +424,13 @@ inline std::optional<Error> load_error(const Bytes& img) {
   return std::nullopt;
 }
 
-#define EXPECT_LOAD_ERROR(img_, code_, needle_)                                              \
-  do {                                                                                       \
-    const auto err_ = ::bindery::plan_test::load_error(img_);                                \
-    ASSERT_TRUE(err_.has_value()) << "loaded without error";                                 \
-    EXPECT_EQ(err_->code(), code_) << err_->what();                                          \
-    EXPECT_NE(std::string(err_->what()).find(needle_), std::string::npos)                    \
-        << "message: " << err_->what() << "\nexpected to contain: " << (needle_);            \
+#define EXPECT_LOAD_ERROR(img_, code_, needle_)                                   \
+  do {                                                                            \
+    const auto err_ = ::bindery::plan_test::load_error(img_);                     \
+    ASSERT_TRUE(err_.has_value()) << "loaded without error";                      \
+    EXPECT_EQ(err_->code(), code_) << err_->what();                               \
+    EXPECT_NE(std::string(err_->what()).find(needle_), std::string::npos)         \
+        << "message: " << err_->what() << "\nexpected to contain: " << (needle_); \
   } while (0)
 
 }  // namespace bindery::plan_test

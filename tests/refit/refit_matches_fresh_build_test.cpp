@@ -34,7 +34,8 @@ TEST_P(RefitExamples, StrippedPlanRefitFromAllWeightsEqualsFullPlan) {
   const auto a = c.weights(1);
   const HostTensor x = c.make_input();
   auto full = build_engine(c.network(a), config_with({BuilderFlag::kREFIT}));
-  const Plan stripped_plan = Builder().build(c.network(a), config_with({BuilderFlag::kREFIT, BuilderFlag::kSTRIP_PLAN}));
+  const Plan stripped_plan =
+      Builder().build(c.network(a), config_with({BuilderFlag::kREFIT, BuilderFlag::kSTRIP_PLAN}));
   EXPECT_TRUE(stripped_plan.metadata().stripped);
   auto engine = Engine::create(Plan::from_memory(stripped_plan.serialize()));
   EXPECT_FALSE(engine->weights_complete());
@@ -95,15 +96,18 @@ INSTANTIATE_TEST_SUITE_P(Examples, RefitExamples, ::testing::ValuesIn(example_ca
                          [](const auto& info) { return info.param.name; });
 
 TEST(StrippedPlan, TenMillionWeightPlanStripsBelowOnePercent) {
-  const examples::MlpConfig big{.in = 1024, .hidden = 3328, .out = 1024, .layers = 1};  // 10.2M weights
+  const examples::MlpConfig big{
+      .in = 1024, .hidden = 3328, .out = 1024, .layers = 1};  // 10.2M weights
   const auto w = examples::mlp_weights(big, 1);
   int64_t count = 0;
   for (const auto& [n, t] : w) count += t.count();
   ASSERT_GE(count, 10'000'000);
-  const Plan plan = Builder().build(examples::mlp_network(big, w), config_with({BuilderFlag::kREFIT}));
+  const Plan plan =
+      Builder().build(examples::mlp_network(big, w), config_with({BuilderFlag::kREFIT}));
   const size_t full = plan.serialize().size();
   const size_t stripped = plan.serialize({.exclude_weights = true}).size();
-  EXPECT_LT(static_cast<double>(stripped), 0.01 * static_cast<double>(full)) << stripped << " vs " << full;
+  EXPECT_LT(static_cast<double>(stripped), 0.01 * static_cast<double>(full))
+      << stripped << " vs " << full;
 }
 
 }  // namespace

@@ -18,7 +18,8 @@ struct Fixture {
   HostTensor x;
   std::unique_ptr<Engine> engine;
   HostTensor out;
-  Fixture(int which, BuilderConfig cfg) : c(example_cases()[which]), a(c.weights(1)), b(c.weights(2)), x(c.make_input()) {
+  Fixture(int which, BuilderConfig cfg)
+      : c(example_cases()[which]), a(c.weights(1)), b(c.weights(2)), x(c.make_input()) {
     engine = build_engine(c.network(a), cfg);
     out = run(*engine, c.input, x, c.output);
   }
@@ -37,15 +38,18 @@ TEST(Refitter, RefitIndividualKeepsConvGeluFusedWhileMarkedWeightsRefit) {
   bool fused = false;
   for (const GraphNode& n : engine->metadata().graph.nodes)
     if (n.type == LayerType::kCONVOLUTION)
-      for (const auto& e : std::get<ConvParams>(n.params).epilogue) fused |= e.is_unary && e.unary == UnaryOp::kGELU_ERF;
+      for (const auto& e : std::get<ConvParams>(n.params).epilogue)
+        fused |= e.is_unary && e.unary == UnaryOp::kGELU_ERF;
   EXPECT_TRUE(fused) << "conv1 + gelu should stay fused under REFIT_INDIVIDUAL";
-  for (const GraphNode& n : engine->metadata().graph.nodes) EXPECT_NE(n.type, LayerType::kUNARY) << n.name;
+  for (const GraphNode& n : engine->metadata().graph.nodes)
+    EXPECT_NE(n.type, LayerType::kUNARY) << n.name;
 
   Refitter r(*engine);
   auto all = r.all_weights();
   std::sort(all.begin(), all.end());
   EXPECT_EQ(all, (std::vector<std::string>{"conv1.bias", "conv1.weight"}));
-  expect_error(ErrorCode::kNOT_REFITTABLE, [&] { r.set_named_weights("bn2.weight", b.at("bn2.weight").view()); });
+  expect_error(ErrorCode::kNOT_REFITTABLE,
+               [&] { r.set_named_weights("bn2.weight", b.at("bn2.weight").view()); });
   r.set_named_weights("conv1.weight", b.at("conv1.weight").view());
   r.set_named_weights("conv1.bias", b.at("conv1.bias").view());
   r.refit();
@@ -82,7 +86,8 @@ TEST(Refitter, EachBadInputHasItsOwnCodeAndChangesNothing) {
   Refitter r(*f.engine);
   const std::string name = "layers.0.down.weight";  // f32[24, 40]
   const HostTensor& good = f.b.at(name);
-  expect_error(ErrorCode::kNOT_FOUND, [&] { r.set_named_weights("layers.0.dwn.weight", good.view()); });
+  expect_error(ErrorCode::kNOT_FOUND,
+               [&] { r.set_named_weights("layers.0.dwn.weight", good.view()); });
   HostTensor transposed = HostTensor::copy_of(good.view());
   transposed.reshape({40, 24});
   expect_error(ErrorCode::kSHAPE_MISMATCH, [&] { r.set_named_weights(name, transposed.view()); });
@@ -104,7 +109,8 @@ TEST(Refitter, MissingWeightFailsRefitAndLeavesEngineBitForBit) {
   r.set_named_weights("bn2.weight", f.b.at("bn2.weight").view());
   r.set_named_weights("fc.bias", f.b.at("fc.bias").view());
   const auto missing = r.missing_weights();
-  EXPECT_EQ(missing, (std::vector<std::string>{"bn2.bias", "bn2.running_mean", "bn2.running_var", "conv2.weight"}));
+  EXPECT_EQ(missing, (std::vector<std::string>{"bn2.bias", "bn2.running_mean", "bn2.running_var",
+                                               "conv2.weight"}));
   expect_error(ErrorCode::kMISSING_WEIGHTS, [&] { r.refit(); });
   EXPECT_EQ(slot_checksums(*f.engine), sums);
   EXPECT_EQ(f.engine->weights_version(), 0u);
@@ -139,7 +145,8 @@ TEST(Refitter, GetNamedWeightsReturnsNewSourcesThroughIdentityConcatAndCast) {
     Refitter r(*f.engine);
     for (const auto& [name, w] : f.b) r.set_named_weights(name, w.view());
     r.refit();
-    for (const std::string name : {"layers.0.down.bias", "layers.0.gate.weight", "layers.1.up.weight", "layers.1.down.weight"}) {
+    for (const std::string name : {"layers.0.down.bias", "layers.0.gate.weight",
+                                   "layers.1.up.weight", "layers.1.down.weight"}) {
       const HostTensor got = r.get_named_weights(name);
       const HostTensor& want = f.b.at(name);
       ASSERT_EQ(got.shape(), want.shape()) << name;
@@ -149,7 +156,8 @@ TEST(Refitter, GetNamedWeightsReturnsNewSourcesThroughIdentityConcatAndCast) {
         // Under FP16 the slot holds f16: reading back gives B rounded through half precision.
         const float through_half = f16_to_f32(f32_to_f16(w));
         const float g = got.data_as<float>()[i];
-        ASSERT_TRUE(g == w || (fp16 && g == through_half)) << name << "[" << i << "] " << g << " vs " << w;
+        ASSERT_TRUE(g == w || (fp16 && g == through_half))
+            << name << "[" << i << "] " << g << " vs " << w;
       }
     }
   }
@@ -167,8 +175,9 @@ TEST(Refitter, PlainBuildHasNothingToRefit) {
   Fixture f(kMlp, BuilderConfig{});
   Refitter r(*f.engine);
   EXPECT_TRUE(r.all_weights().empty());
-  expect_error(ErrorCode::kNOT_REFITTABLE,
-               [&] { r.set_named_weights("layers.0.down.bias", f.b.at("layers.0.down.bias").view()); });
+  expect_error(ErrorCode::kNOT_REFITTABLE, [&] {
+    r.set_named_weights("layers.0.down.bias", f.b.at("layers.0.down.bias").view());
+  });
 }
 
 TEST(Refitter, PrototypeAndUnsetFollowTensorRT) {
@@ -200,7 +209,8 @@ TEST(Refitter, RefitAsyncIsOrderedOnTheStream) {
   stream->synchronize();
   EXPECT_TRUE(bit_equal(HostTensor::copy_of(ctx_old->output(f.c.output)), f.out));
   auto expected = build_engine(f.c.network(f.b), config_with({BuilderFlag::kREFIT}));
-  EXPECT_TRUE(bit_equal(HostTensor::copy_of(ctx_new->output(f.c.output)), run(*expected, f.c.input, f.x, f.c.output)));
+  EXPECT_TRUE(bit_equal(HostTensor::copy_of(ctx_new->output(f.c.output)),
+                        run(*expected, f.c.input, f.x, f.c.output)));
   EXPECT_EQ(f.engine->weights_version(), 1u);
 }
 

@@ -18,9 +18,12 @@ namespace bindery::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
 
-HostTensor run_once(Engine& engine, const std::string& input, const HostTensor& x, const std::string& output) {
+HostTensor run_once(Engine& engine, const std::string& input, const HostTensor& x,
+                    const std::string& output) {
   auto ctx = engine.create_execution_context();
   ctx->set_input(input, x.view());
   ctx->execute();
@@ -49,9 +52,11 @@ int run_demo(Demo& d, bool quiet, const std::string& save_plan) {
   const double build_ms = ms_since(t0);
   const size_t full_bytes = plan.serialize().size();
   const size_t stripped_bytes = plan.serialize({.exclude_weights = true}).size();
-  say("%s: built in %.1f ms: %zu layers, %zu slots, plan %zu B (stripped %zu B)\n", d.name.c_str(), build_ms,
-      plan.metadata().graph.nodes.size(), plan.metadata().slots.size(), full_bytes, stripped_bytes);
-  for (const auto& r : plan.metadata().report) say("  [%s] %s\n", r.kind.c_str(), r.description.c_str());
+  say("%s: built in %.1f ms: %zu layers, %zu slots, plan %zu B (stripped %zu B)\n", d.name.c_str(),
+      build_ms, plan.metadata().graph.nodes.size(), plan.metadata().slots.size(), full_bytes,
+      stripped_bytes);
+  for (const auto& r : plan.metadata().report)
+    say("  [%s] %s\n", r.kind.c_str(), r.description.c_str());
   if (!save_plan.empty()) {
     plan.save(save_plan);
     say("  saved %s\n", save_plan.c_str());
@@ -68,11 +73,14 @@ int run_demo(Demo& d, bool quiet, const std::string& save_plan) {
   auto fresh = Engine::create(Builder().build(d.network(d.b), cfg));
   const HostTensor expected = run_once(*fresh, d.input, d.x, d.output);
   const bool exact = same_bits(after, expected);
-  say("  refit %zu weights (%d slots) in %.2f ms; outputs changed: %s; equal to a fresh build: %s\n", d.b.size(),
-      refitter.last_refit_slots(), refit_ms, same_bits(before, after) ? "no" : "yes", exact ? "bit-exact" : "NO");
-  say("  %s[0, :4] before %.5f %.5f %.5f %.5f  after %.5f %.5f %.5f %.5f\n", d.output.c_str(), before.data_as<float>()[0],
-      before.data_as<float>()[1], before.data_as<float>()[2], before.data_as<float>()[3], after.data_as<float>()[0],
-      after.data_as<float>()[1], after.data_as<float>()[2], after.data_as<float>()[3]);
+  say("  refit %zu weights (%d slots) in %.2f ms; outputs changed: %s; equal to a fresh build: "
+      "%s\n",
+      d.b.size(), refitter.last_refit_slots(), refit_ms, same_bits(before, after) ? "no" : "yes",
+      exact ? "bit-exact" : "NO");
+  say("  %s[0, :4] before %.5f %.5f %.5f %.5f  after %.5f %.5f %.5f %.5f\n", d.output.c_str(),
+      before.data_as<float>()[0], before.data_as<float>()[1], before.data_as<float>()[2],
+      before.data_as<float>()[3], after.data_as<float>()[0], after.data_as<float>()[1],
+      after.data_as<float>()[2], after.data_as<float>()[3]);
 
   // Deployment: a stripped plan refit from the weights at hand.
   auto stripped = Engine::create(Plan::from_memory(engine->serialize({.exclude_weights = true})));
@@ -88,22 +96,34 @@ int run_demo(Demo& d, bool quiet, const std::string& save_plan) {
 }  // namespace
 
 Command add_example(CLI::App& app) {
-  auto* cmd = app.add_subcommand("example", "Build, run and refit the built-in example networks (MLP, CNN)");
+  auto* cmd = app.add_subcommand("example",
+                                 "Build, run and refit the built-in example networks (MLP, CNN)");
   auto save = std::make_shared<std::string>();
   auto quiet = std::make_shared<bool>(false);
   cmd->add_option("--save-plan", *save, "Also save the MLP's plan here");
-  cmd->add_flag("--quiet,-q", *quiet, "Print nothing; the exit code says whether refit matched a fresh build");
+  cmd->add_flag("--quiet,-q", *quiet,
+                "Print nothing; the exit code says whether refit matched a fresh build");
   return [save, quiet] {
     const examples::MlpConfig mc{.in = 64, .hidden = 256, .out = 64, .layers = 2};
     const examples::CnnConfig cc{};
-    Demo mlp{"mlp", "x", "y", nullptr, examples::mlp_weights(mc, 1), examples::mlp_weights(mc, 2),
+    Demo mlp{"mlp",
+             "x",
+             "y",
+             nullptr,
+             examples::mlp_weights(mc, 1),
+             examples::mlp_weights(mc, 2),
              examples::random_tensor({4, mc.in}, 7, 1.f)};
     static examples::MlpConfig s_mc;
     static examples::CnnConfig s_cc;
     s_mc = mc;
     s_cc = cc;
     mlp.network = [](const examples::WeightMap& w) { return examples::mlp_network(s_mc, w); };
-    Demo cnn{"cnn", "image", "logits", nullptr, examples::cnn_weights(cc, 1), examples::cnn_weights(cc, 2),
+    Demo cnn{"cnn",
+             "image",
+             "logits",
+             nullptr,
+             examples::cnn_weights(cc, 1),
+             examples::cnn_weights(cc, 2),
              examples::random_tensor({2, 3, cc.image, cc.image}, 9, 1.f)};
     cnn.network = [](const examples::WeightMap& w) { return examples::cnn_network(s_cc, w); };
     int rc = run_demo(mlp, *quiet, *save);

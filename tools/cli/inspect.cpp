@@ -21,10 +21,11 @@ std::string node_detail(const GraphNode& n) {
       [&](const auto& p) -> std::string {
         using P = std::decay_t<decltype(p)>;
         if constexpr (std::is_same_v<P, ConvParams>) {
-          std::string s = "stride " + dims_text(p.stride) + " pad " + dims_text(p.padding) + " dil " +
-                          dims_text(p.dilation) + " groups " + std::to_string(p.groups);
+          std::string s = "stride " + dims_text(p.stride) + " pad " + dims_text(p.padding) +
+                          " dil " + dims_text(p.dilation) + " groups " + std::to_string(p.groups);
           for (const auto& e : p.epilogue)
-            s += std::string(" +") + std::string(e.is_unary ? unary_op_name(e.unary) : elementwise_op_name(e.binary)) +
+            s += std::string(" +") +
+                 std::string(e.is_unary ? unary_op_name(e.unary) : elementwise_op_name(e.binary)) +
                  (e.is_unary ? "" : "(baked " + std::to_string(e.constant.size()) + ")");
           return s;
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
@@ -60,7 +61,10 @@ json to_json(const Plan& plan, const std::string& path, size_t file_size) {
   j["weight_bytes"] = m.blob_size;
   auto io = [&](const std::vector<int>& ts) {
     json a = json::array();
-    for (int t : ts) a.push_back({{"name", g.tensors[t].name}, {"dtype", dtype_name(g.tensors[t].desc.dtype)}, {"dims", g.tensors[t].desc.dims}});
+    for (int t : ts)
+      a.push_back({{"name", g.tensors[t].name},
+                   {"dtype", dtype_name(g.tensors[t].desc.dtype)},
+                   {"dims", g.tensors[t].desc.dims}});
     return a;
   };
   j["inputs"] = io(g.inputs);
@@ -78,70 +82,91 @@ json to_json(const Plan& plan, const std::string& path, size_t file_size) {
   for (size_t i = 0; i < m.slots.size(); ++i) {
     const Slot& s = m.slots[i];
     const std::byte* data = plan.slot_data(static_cast<int>(i));
-    json sj{{"name", s.name}, {"dtype", dtype_name(s.desc.dtype)}, {"dims", s.desc.dims}, {"bytes", s.size_bytes},
-            {"refittable", s.refittable}, {"recipe", s.recipe.to_string()}, {"sources", s.recipe.sources},
-            {"checksum", hash_to_hex(s.checksum)}, {"stored", data != nullptr}};
+    json sj{{"name", s.name},
+            {"dtype", dtype_name(s.desc.dtype)},
+            {"dims", s.desc.dims},
+            {"bytes", s.size_bytes},
+            {"refittable", s.refittable},
+            {"recipe", s.recipe.to_string()},
+            {"sources", s.recipe.sources},
+            {"checksum", hash_to_hex(s.checksum)},
+            {"stored", data != nullptr}};
     if (data) sj["checksum_ok"] = hash64(data, static_cast<size_t>(s.size_bytes)) == s.checksum;
     j["slots"].push_back(sj);
   }
   j["sources"] = json::array();
   for (const SourceWeight& s : m.sources) {
-    json sj{{"name", s.name}, {"dtype", dtype_name(s.desc.dtype)}, {"dims", s.desc.dims}, {"refittable", s.refittable}};
+    json sj{{"name", s.name},
+            {"dtype", dtype_name(s.desc.dtype)},
+            {"dims", s.desc.dims},
+            {"refittable", s.refittable}};
     if (s.identical_hash) sj["identical_hash"] = hash_to_hex(*s.identical_hash);
     j["sources"].push_back(sj);
   }
   j["build_report"] = json::array();
-  for (const auto& r : m.report) j["build_report"].push_back({{"kind", r.kind}, {"description", r.description}, {"weights", r.weights}});
+  for (const auto& r : m.report)
+    j["build_report"].push_back(
+        {{"kind", r.kind}, {"description", r.description}, {"weights", r.weights}});
   return j;
 }
 
 std::string human_bytes(int64_t b) {
   char buf[32];
-  if (b < 1024) std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
-  else if (b < (1 << 20)) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else if (b < (1LL << 30)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / 1048576.0);
-  else std::snprintf(buf, sizeof buf, "%.2f GiB", b / 1073741824.0);
+  if (b < 1024)
+    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
+  else if (b < (1 << 20))
+    std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else if (b < (1LL << 30))
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / 1048576.0);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f GiB", b / 1073741824.0);
   return buf;
 }
 
 void print_text(const json& j) {
   std::printf("plan %s (%s, format %d)\n", j["file"].get<std::string>().c_str(),
               human_bytes(j["file_bytes"].get<int64_t>()).c_str(), j["format_version"].get<int>());
-  std::printf("  flags %s%s%s, weights version %llu, weights %s\n", j["flags"].get<std::string>().c_str(),
-              j["stripped"].get<bool>() ? ", stripped" : "", j["refittable"].get<bool>() ? "" : ", frozen",
+  std::printf("  flags %s%s%s, weights version %llu, weights %s\n",
+              j["flags"].get<std::string>().c_str(), j["stripped"].get<bool>() ? ", stripped" : "",
+              j["refittable"].get<bool>() ? "" : ", frozen",
               static_cast<unsigned long long>(j["weights_version"].get<uint64_t>()),
               human_bytes(j["weight_bytes"].get<int64_t>()).c_str());
   for (const char* k : {"inputs", "outputs"}) {
     std::printf("%s:\n", k);
     for (const auto& t : j[k])
-      std::printf("  %-24s %s%s\n", t["name"].get<std::string>().c_str(), t["dtype"].get<std::string>().c_str(),
-                  to_string(t["dims"].get<Dims>()).c_str());
+      std::printf("  %-24s %s%s\n", t["name"].get<std::string>().c_str(),
+                  t["dtype"].get<std::string>().c_str(), to_string(t["dims"].get<Dims>()).c_str());
   }
   std::printf("layers (%zu):\n", j["layers"].size());
   for (const auto& l : j["layers"])
-    std::printf("  %-36s %-11s %s\n", l["name"].get<std::string>().c_str(), l["type"].get<std::string>().c_str(),
-                l["detail"].get<std::string>().c_str());
+    std::printf("  %-36s %-11s %s\n", l["name"].get<std::string>().c_str(),
+                l["type"].get<std::string>().c_str(), l["detail"].get<std::string>().c_str());
   std::printf("slots (%zu):\n", j["slots"].size());
   for (const auto& s : j["slots"]) {
-    std::printf("  %-36s %s%s %s %s%s %s\n", s["name"].get<std::string>().c_str(), s["dtype"].get<std::string>().c_str(),
-                to_string(s["dims"].get<Dims>()).c_str(), human_bytes(s["bytes"].get<int64_t>()).c_str(),
-                s["refittable"].get<bool>() ? "refittable" : "fixed", s["stored"].get<bool>() ? "" : " (stripped)",
+    std::printf("  %-36s %s%s %s %s%s %s\n", s["name"].get<std::string>().c_str(),
+                s["dtype"].get<std::string>().c_str(), to_string(s["dims"].get<Dims>()).c_str(),
+                human_bytes(s["bytes"].get<int64_t>()).c_str(),
+                s["refittable"].get<bool>() ? "refittable" : "fixed",
+                s["stored"].get<bool>() ? "" : " (stripped)",
                 s["checksum"].get<std::string>().c_str());
     std::printf("      = %s\n", s["recipe"].get<std::string>().c_str());
   }
   std::printf("sources (%zu):\n", j["sources"].size());
   for (const auto& s : j["sources"])
-    std::printf("  %-36s %s%s %s\n", s["name"].get<std::string>().c_str(), s["dtype"].get<std::string>().c_str(),
-                to_string(s["dims"].get<Dims>()).c_str(), s["refittable"].get<bool>() ? "refittable" : "fixed");
+    std::printf("  %-36s %s%s %s\n", s["name"].get<std::string>().c_str(),
+                s["dtype"].get<std::string>().c_str(), to_string(s["dims"].get<Dims>()).c_str(),
+                s["refittable"].get<bool>() ? "refittable" : "fixed");
   std::printf("build report:\n");
   for (const auto& r : j["build_report"])
-    std::printf("  [%s] %s\n", r["kind"].get<std::string>().c_str(), r["description"].get<std::string>().c_str());
+    std::printf("  [%s] %s\n", r["kind"].get<std::string>().c_str(),
+                r["description"].get<std::string>().c_str());
 }
 
 }  // namespace
 
 Command add_inspect(CLI::App& app) {
-  auto* cmd = app.add_subcommand("inspect", "Show a plan: flags, inputs, layers, slots and recipes, build report");
+  auto* cmd = app.add_subcommand(
+      "inspect", "Show a plan: flags, inputs, layers, slots and recipes, build report");
   auto path = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
   cmd->add_option("plan", *path, "Plan file")->required()->check(CLI::ExistingFile);
@@ -153,8 +178,10 @@ Command add_inspect(CLI::App& app) {
     const size_t size = static_cast<size_t>(std::ftell(f));
     std::fclose(f);
     const json j = to_json(plan, *path, size);
-    if (*as_json) std::cout << j.dump(2) << "\n";
-    else print_text(j);
+    if (*as_json)
+      std::cout << j.dump(2) << "\n";
+    else
+      print_text(j);
     return 0;
   };
 }

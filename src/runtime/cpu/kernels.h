@@ -32,13 +32,12 @@ void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
               std::span<const TensorRef> outputs);
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major, f32. Optimised (OpenBLAS).
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 /// The same, naive triple loop: the reference gemm() is tested against.
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                    float* c, int64_t ldc);
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc);
 
 /// Scalar functions shared by the standalone kernels and fused epilogues.
 float apply_unary(UnaryOp op, float x);
