@@ -1,0 +1,30 @@
+# xxhash and OpenBLAS from Debian's -dev packages: through pkg-config when it is there,
+# otherwise by a plain search of CMAKE_PREFIX_PATH (the device machine has no pkg-config
+# entries for packages unpacked into a prefix).
+find_package(PkgConfig QUIET)
+if(PKG_CONFIG_FOUND)
+  pkg_check_modules(XXHASH QUIET IMPORTED_TARGET libxxhash)
+  pkg_check_modules(OPENBLAS QUIET IMPORTED_TARGET openblas)
+endif()
+
+add_library(bindery_dep_xxhash INTERFACE)
+add_library(bindery::xxhash ALIAS bindery_dep_xxhash)
+if(TARGET PkgConfig::XXHASH)
+  target_link_libraries(bindery_dep_xxhash INTERFACE PkgConfig::XXHASH)
+else()
+  find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
+  find_library(XXHASH_LIBRARY xxhash REQUIRED)
+  target_include_directories(bindery_dep_xxhash INTERFACE ${XXHASH_INCLUDE_DIR})
+  target_link_libraries(bindery_dep_xxhash INTERFACE ${XXHASH_LIBRARY})
+endif()
+
+add_library(bindery_dep_openblas INTERFACE)
+add_library(bindery::openblas ALIAS bindery_dep_openblas)
+if(TARGET PkgConfig::OPENBLAS)
+  target_link_libraries(bindery_dep_openblas INTERFACE PkgConfig::OPENBLAS)
+else()
+  find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES x86_64-linux-gnu/openblas-pthread openblas REQUIRED)
+  find_library(OPENBLAS_LIBRARY openblas PATH_SUFFIXES x86_64-linux-gnu/openblas-pthread REQUIRED)
+  target_include_directories(bindery_dep_openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
+  target_link_libraries(bindery_dep_openblas INTERFACE ${OPENBLAS_LIBRARY})
+endif()
