@@ -203,9 +203,9 @@ void Refitter::set_named_weights(const std::string& name, const Weights& w) {
                      : f.refittable() ? "the builder folded them into constants"
                                       : "the plan was built without a refit flag"));
   }
-  check(w.location.is_cpu() || !impl_->engine.device().is_cpu(), ErrorCode::kDEVICE,
+  check(w.on_host() || cuda_available(), ErrorCode::kDEVICE,
         "weights '" + name + "' are " + w.location.to_string() +
-            " memory; this engine runs on cpu: pass a host view");
+            " memory, which this process cannot read: " + cuda_unavailable_reason());
   check(w.dtype == s.desc.dtype, ErrorCode::kDTYPE_MISMATCH,
         "weights '" + name + "': expected dtype " + std::string(dtype_name(s.desc.dtype)) +
             ", got " + describe(w));
