@@ -65,6 +65,14 @@ TEST(PlanRoundTrip, FromMemoryKeepsMetadataAndBlob) {
   }
 }
 
+TEST(PlanRoundTrip, FromMemoryAlignsTheBlobWhateverTheInput) {
+  Bytes shifted(full_image().size() + 1);
+  std::copy(full_image().begin(), full_image().end(), shifted.begin() + 1);
+  const Plan back = Plan::from_memory(std::span(shifted).subspan(1));
+  EXPECT_TRUE(aligned(back.blob().data()));
+  EXPECT_TRUE(same_bytes(back.blob(), sample_plan().blob()));
+}
+
 TEST(PlanRoundTrip, SerializationIsDeterministicAndStable) {
   EXPECT_EQ(sample_plan().serialize(), full_image());
   EXPECT_EQ(Plan::from_memory(full_image()).serialize(), full_image());

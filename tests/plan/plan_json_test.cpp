@@ -218,6 +218,15 @@ TEST(PlanLoad, RejectsBadParamValues) {
                  "graph.nodes[12].params.stride[1]");
   EXPECT_CORRUPT(j["graph"]["nodes"][12]["params"]["size"].push_back(1),
                  "graph.nodes[12].params: start, size and stride");
+  EXPECT_CORRUPT(j["graph"]["nodes"][12]["params"]["size"][0] = -2,
+                 "graph.nodes[12].params.size[0]: expected a size >= 0 or -1 (to the end)");
+}
+
+TEST(PlanLoad, AcceptsSliceToTheEnd) {
+  const Bytes img =
+      edit_json(sample_image(), [](json& j) { j["graph"]["nodes"][12]["params"]["size"][0] = -1; });
+  EXPECT_EQ(std::get<SliceParams>(Plan::from_memory(img).metadata().graph.nodes[12].params).size,
+            dims({-1, 3}));
 }
 
 }  // namespace

@@ -395,7 +395,9 @@ inline Bytes edit_json(const Bytes& img, const std::function<void(json&)>& edit)
 }
 
 /// Recomputes the checksums of a (possibly edited) image: its header and the sections inside it.
+/// Does nothing to an image too short to hold its section table.
 inline void fix_checksums(Bytes& img) {
+  if (img.size() < 24 || header_bytes(get32(img, 16)) > img.size()) return;
   const uint32_t count = get32(img, 16);
   for (uint32_t i = 0; i < count; ++i) {
     const size_t e = 24 + 32 * i;
