@@ -104,11 +104,7 @@ double memcpy_gbps(int64_t bytes, int repeat, bool threads) {
   for (int r = 0; r < repeat; ++r) {
     const auto t0 = Clock::now();
     if (threads) {
-      constexpr int64_t kChunk = 4 << 20;
-      parallel_for((bytes + kChunk - 1) / kChunk, 4, [&](int64_t b, int64_t e) {
-        const int64_t begin = b * kChunk, end = std::min(bytes, e * kChunk);
-        std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
-      });
+      parallel_memcpy(dst.data(), src.data(), bytes);
     } else {
       std::memcpy(dst.data(), src.data(), bytes);
     }

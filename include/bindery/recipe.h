@@ -7,6 +7,7 @@
 // the last step's result is the slot's content.
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -72,6 +73,16 @@ bool recipe_is_separable(const Recipe& r);
 /// `sources` gives every source's dtype and shape (they fix where each region lies).
 void evaluate_recipe_region(const Recipe& r, std::span<const TensorDesc> sources, int source_index,
                             const Weights& source, void* slot_data);
+
+/// Where a source lies in the slot when it is copied there unchanged: the recipe's result is
+/// a concat (or the source itself) and this source is one of its direct parts, with no
+/// transform on the way. Then a refit can copy the source's bytes straight into the slot.
+struct RecipeRegion {
+  int axis = 0;        // concat axis (0 for an identity recipe)
+  int64_t offset = 0;  // where the source starts along `axis`
+};
+std::optional<RecipeRegion> recipe_direct_region(const Recipe& r, std::span<const TensorDesc> sources,
+                                                 int source_index);
 
 /// Recovers source `source_index` from the slot's content, inverting the recipe: identity,
 /// concat (selects the part), cast (casts back to the source's dtype), transpose, reshape.

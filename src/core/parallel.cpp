@@ -3,6 +3,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <cstring>
 
 namespace bindery {
 
@@ -23,6 +25,15 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     const int64_t end = n * (t + 1) / threads;
     if (begin < end) fn(begin, end);
   }
+}
+
+void parallel_memcpy(void* dst, const void* src, int64_t bytes) {
+  constexpr int64_t kChunk = 4 << 20;
+  parallel_for((bytes + kChunk - 1) / kChunk, 4, [&](int64_t b, int64_t e) {
+    const int64_t begin = b * kChunk, end = std::min(bytes, e * kChunk);
+    std::memcpy(static_cast<std::byte*>(dst) + begin, static_cast<const std::byte*>(src) + begin,
+                static_cast<size_t>(end - begin));
+  });
 }
 
 }  // namespace bindery

@@ -386,6 +386,28 @@ void evaluate_recipe_region(const Recipe& r, std::span<const TensorDesc> sources
               "source " + std::to_string(source_index) + " not in recipe " + r.to_string());
 }
 
+std::optional<RecipeRegion> recipe_direct_region(const Recipe& r, std::span<const TensorDesc> sources,
+                                                 int source_index) {
+  if (r.steps.empty()) return std::nullopt;
+  const RecipeStep& root = r.steps.back();
+  const auto is_this_source = [&](int step) {
+    return r.steps[step].op == RecipeOp::kSOURCE && r.steps[step].args[0] == source_index;
+  };
+  if (root.op == RecipeOp::kSOURCE) {
+    if (root.args[0] != source_index) return std::nullopt;
+    return RecipeRegion{0, 0};
+  }
+  if (root.op != RecipeOp::kCONCAT || !recipe_is_separable(r)) return std::nullopt;
+  const auto descs = step_descs(r, sources);
+  const int ax = norm_axis(root.axis, descs.back().dims.size());
+  int64_t offset = 0;
+  for (int a : root.args) {
+    if (is_this_source(a)) return RecipeRegion{ax, offset};
+    offset += descs[a].dims[ax];
+  }
+  return std::nullopt;
+}
+
 HostTensor invert_recipe(const Recipe& r, std::span<const TensorDesc> sources, int source_index,
                          const Weights& slot) {
   const auto descs = step_descs(r, sources);

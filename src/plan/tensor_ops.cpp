@@ -19,9 +19,14 @@ int64_t prod(const Dims& d, size_t begin, size_t end) {
   for (size_t i = begin; i < end; ++i) p *= d[i];
   return p;
 }
-// Copies `rows` rows of `row_bytes` with strides; large copies split over threads.
+// Copies `rows` rows of `row_bytes` with strides, over the cores: by rows when there are
+// many, within each row when rows are few and long (a concat part along axis 0 is one row).
 void copy_rows(std::byte* dst, int64_t dst_stride, const std::byte* src, int64_t src_stride,
                int64_t rows, int64_t row_bytes) {
+  if (rows < 2 * num_threads() && row_bytes >= (4 << 20)) {
+    for (int64_t r = 0; r < rows; ++r) parallel_memcpy(dst + r * dst_stride, src + r * src_stride, row_bytes);
+    return;
+  }
   parallel_for(rows, std::max<int64_t>(1, (1 << 20) / std::max<int64_t>(row_bytes, 1)),
                [&](int64_t b, int64_t e) {
                  for (int64_t r = b; r < e; ++r)

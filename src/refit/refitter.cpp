@@ -18,6 +18,7 @@
 #include "core/device_memory.h"
 #include "core/hash.h"
 #include "core/parallel.h"
+#include "plan/tensor_ops.h"
 #include "runtime/engine_impl.h"
 
 namespace bindery {
@@ -37,19 +38,18 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
-void parallel_copy(void* dst, const void* src, int64_t bytes) {
-  constexpr int64_t kChunk = 4 << 20;
-  parallel_for((bytes + kChunk - 1) / kChunk, 4, [&](int64_t b, int64_t e) {
-    const int64_t begin = b * kChunk, end = std::min(bytes, e * kChunk);
-    std::memcpy(static_cast<std::byte*>(dst) + begin, static_cast<const std::byte*>(src) + begin,
-                static_cast<size_t>(end - begin));
-  });
-}
+
+// A source copied unchanged into its region of a slot at commit (cannot fail).
+struct RegionCopy {
+  Weights source;
+  RecipeRegion region;
+};
 
 struct Write {
   int slot;
-  HostTensor staged;             // the slot's new bytes, or empty for a direct copy
+  HostTensor staged;             // the slot's new bytes (written first), or empty
   const void* direct = nullptr;  // identity recipe: the caller's host view (or its host copy)
+  std::vector<RegionCopy> regions;  // then these, on top
 };
 
 struct Staged {
@@ -105,6 +105,12 @@ struct Refitter::Impl {
     return {a.begin(), a.end()};
   }
 
+  bool all_set(const Slot& slot) const {
+    for (const auto& n : slot.recipe.sources)
+      if (!pending.count(n)) return false;
+    return true;
+  }
+
   bool partial_ok(int slot) const {
     return eng().slot_filled[slot] && recipe_is_separable(meta().slots[slot].recipe);
   }
@@ -152,14 +158,21 @@ struct Refitter::Impl {
       Write w{i, {}, nullptr};
       if (slot.recipe.is_identity()) {
         w.direct = views.at(slot.recipe.sources[0]).values;
-      } else if (partial_ok(i)) {
-        w.staged = HostTensor::copy_of(engine.slot_view(i));
+      } else if (recipe_is_separable(slot.recipe) && (eng().slot_filled[i] || all_set(slot))) {
+        // Each set source rewrites only its region: sources that sit in the slot unchanged are
+        // copied there at commit; the others are evaluated into a staged copy of the slot.
         const auto descs = source_descs(slot);
         for (size_t k = 0; k < slot.recipe.sources.size(); ++k) {
           auto it = views.find(slot.recipe.sources[k]);
-          if (it != views.end())
-            evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second,
-                                   w.staged.data());
+          if (it == views.end()) continue;
+          if (auto region = recipe_direct_region(slot.recipe, descs, static_cast<int>(k))) {
+            w.regions.push_back({it->second, *region});
+            continue;
+          }
+          if (w.staged.empty())
+            w.staged = eng().slot_filled[i] ? HostTensor::copy_of(engine.slot_view(i))
+                                            : HostTensor::zeros(slot.desc.dtype, slot.desc.dims);
+          evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second, w.staged.data());
         }
       } else {
         std::vector<Weights> args;
@@ -180,7 +193,10 @@ struct Refitter::Impl {
     std::vector<Write>& writes = staged.writes;
     for (Write& w : writes) {
       const Slot& slot = meta().slots[w.slot];
-      parallel_copy(eng().slot_ptr(w.slot), w.direct ? w.direct : w.staged.data(), slot.size_bytes);
+      std::byte* dst = eng().slot_ptr(w.slot);
+      if (w.direct) parallel_memcpy(dst, w.direct, slot.size_bytes);
+      if (!w.staged.empty()) parallel_memcpy(dst, w.staged.data(), slot.size_bytes);
+      for (const RegionCopy& r : w.regions) write_block(r.source, r.region.axis, r.region.offset, dst, slot.desc.dims);
       eng().slot_filled[w.slot] = true;
     }
     last_slots = static_cast<int>(writes.size());
