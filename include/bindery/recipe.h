@@ -81,7 +81,8 @@ struct RecipeRegion {
   int axis = 0;        // concat axis (0 for an identity recipe)
   int64_t offset = 0;  // where the source starts along `axis`
 };
-std::optional<RecipeRegion> recipe_direct_region(const Recipe& r, std::span<const TensorDesc> sources,
+std::optional<RecipeRegion> recipe_direct_region(const Recipe& r,
+                                                 std::span<const TensorDesc> sources,
                                                  int source_index);
 
 /// Recovers source `source_index` from the slot's content, inverting the recipe: identity,

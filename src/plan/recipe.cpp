@@ -386,7 +386,8 @@ void evaluate_recipe_region(const Recipe& r, std::span<const TensorDesc> sources
               "source " + std::to_string(source_index) + " not in recipe " + r.to_string());
 }
 
-std::optional<RecipeRegion> recipe_direct_region(const Recipe& r, std::span<const TensorDesc> sources,
+std::optional<RecipeRegion> recipe_direct_region(const Recipe& r,
+                                                 std::span<const TensorDesc> sources,
                                                  int source_index) {
   if (r.steps.empty()) return std::nullopt;
   const RecipeStep& root = r.steps.back();

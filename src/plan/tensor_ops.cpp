@@ -24,7 +24,8 @@ int64_t prod(const Dims& d, size_t begin, size_t end) {
 void copy_rows(std::byte* dst, int64_t dst_stride, const std::byte* src, int64_t src_stride,
                int64_t rows, int64_t row_bytes) {
   if (rows < 2 * num_threads() && row_bytes >= (4 << 20)) {
-    for (int64_t r = 0; r < rows; ++r) parallel_memcpy(dst + r * dst_stride, src + r * src_stride, row_bytes);
+    for (int64_t r = 0; r < rows; ++r)
+      parallel_memcpy(dst + r * dst_stride, src + r * src_stride, row_bytes);
     return;
   }
   parallel_for(rows, std::max<int64_t>(1, (1 << 20) / std::max<int64_t>(row_bytes, 1)),

@@ -38,7 +38,6 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
-
 // A source copied unchanged into its region of a slot at commit (cannot fail).
 struct RegionCopy {
   Weights source;
@@ -47,8 +46,8 @@ struct RegionCopy {
 
 struct Write {
   int slot;
-  HostTensor staged;             // the slot's new bytes (written first), or empty
-  const void* direct = nullptr;  // identity recipe: the caller's host view (or its host copy)
+  HostTensor staged;                // the slot's new bytes (written first), or empty
+  const void* direct = nullptr;     // identity recipe: the caller's host view (or its host copy)
   std::vector<RegionCopy> regions;  // then these, on top
 };
 
@@ -172,7 +171,8 @@ struct Refitter::Impl {
           if (w.staged.empty())
             w.staged = eng().slot_filled[i] ? HostTensor::copy_of(engine.slot_view(i))
                                             : HostTensor::zeros(slot.desc.dtype, slot.desc.dims);
-          evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second, w.staged.data());
+          evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second,
+                                 w.staged.data());
         }
       } else {
         std::vector<Weights> args;
@@ -196,7 +196,8 @@ struct Refitter::Impl {
       std::byte* dst = eng().slot_ptr(w.slot);
       if (w.direct) parallel_memcpy(dst, w.direct, slot.size_bytes);
       if (!w.staged.empty()) parallel_memcpy(dst, w.staged.data(), slot.size_bytes);
-      for (const RegionCopy& r : w.regions) write_block(r.source, r.region.axis, r.region.offset, dst, slot.desc.dims);
+      for (const RegionCopy& r : w.regions)
+        write_block(r.source, r.region.axis, r.region.offset, dst, slot.desc.dims);
       eng().slot_filled[w.slot] = true;
     }
     last_slots = static_cast<int>(writes.size());

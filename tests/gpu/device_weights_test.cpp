@@ -8,8 +8,9 @@
 namespace bindery::testing {
 namespace {
 
-#define REQUIRE_GPU() \
-  if (!cuda_available()) GTEST_SKIP() << "no GPU here (" << cuda_unavailable_reason() << "): GPU test skipped"
+#define REQUIRE_GPU()    \
+  if (!cuda_available()) \
+  GTEST_SKIP() << "no GPU here (" << cuda_unavailable_reason() << "): GPU test skipped"
 
 TEST(DeviceWeights, RefitFromDeviceViewsEqualsRefitFromHost) {
   REQUIRE_GPU();
@@ -23,7 +24,8 @@ TEST(DeviceWeights, RefitFromDeviceViewsEqualsRefitFromHost) {
     for (const auto& [name, w] : b) {
       on_gpu.emplace_back(Device::cuda(0), static_cast<size_t>(w.size_bytes()));
       on_gpu.back().copy_from_host(w.data(), static_cast<size_t>(w.size_bytes()));
-      r.set_named_weights(name, Weights(w.dtype(), w.shape(), on_gpu.back().data(), Device::cuda(0)));
+      r.set_named_weights(name,
+                          Weights(w.dtype(), w.shape(), on_gpu.back().data(), Device::cuda(0)));
     }
     r.refit();
     const HostTensor expected = run(*build_engine(c.network(b), cfg), c.input, x, c.output);
@@ -39,7 +41,8 @@ TEST(DeviceWeights, HostPointerClaimedAsDeviceIsRefusedAndChangesNothing) {
   const auto sums = slot_checksums(*engine);
   Refitter r(*engine);
   const HostTensor& w = b.at("layers.0.down.weight");
-  r.set_named_weights("layers.0.down.weight", Weights(w.dtype(), w.shape(), w.data(), Device::cuda(0)));
+  r.set_named_weights("layers.0.down.weight",
+                      Weights(w.dtype(), w.shape(), w.data(), Device::cuda(0)));
   expect_error(ErrorCode::kDEVICE, [&] { r.refit(); });
   EXPECT_EQ(slot_checksums(*engine), sums);
 }
@@ -52,7 +55,8 @@ TEST(DeviceWeights, WithoutAGpuDeviceViewsAreANamedError) {
   Refitter r(*engine);
   const HostTensor& w = a.at("layers.0.down.weight");
   try {
-    r.set_named_weights("layers.0.down.weight", Weights(w.dtype(), w.shape(), w.data(), Device::cuda(0)));
+    r.set_named_weights("layers.0.down.weight",
+                        Weights(w.dtype(), w.shape(), w.data(), Device::cuda(0)));
     FAIL() << "device view accepted without a GPU";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kDEVICE);

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
+#include <functional>
 
 #include "bindery/builder.h"
 #include "bindery/error.h"
@@ -36,7 +36,7 @@ bool same_bits(const HostTensor& a, const HostTensor& b) {
 
 struct Demo {
   std::string name, input, output;
-  Network (*network)(const examples::WeightMap&);
+  std::function<Network(const examples::WeightMap&)> network;
   examples::WeightMap a, b;
   HostTensor x;
 };
@@ -109,23 +109,17 @@ Command add_example(CLI::App& app) {
     Demo mlp{"mlp",
              "x",
              "y",
-             nullptr,
+             [mc](const examples::WeightMap& w) { return examples::mlp_network(mc, w); },
              examples::mlp_weights(mc, 1),
              examples::mlp_weights(mc, 2),
              examples::random_tensor({4, mc.in}, 7, 1.f)};
-    static examples::MlpConfig s_mc;
-    static examples::CnnConfig s_cc;
-    s_mc = mc;
-    s_cc = cc;
-    mlp.network = [](const examples::WeightMap& w) { return examples::mlp_network(s_mc, w); };
     Demo cnn{"cnn",
              "image",
              "logits",
-             nullptr,
+             [cc](const examples::WeightMap& w) { return examples::cnn_network(cc, w); },
              examples::cnn_weights(cc, 1),
              examples::cnn_weights(cc, 2),
              examples::random_tensor({2, 3, cc.image, cc.image}, 9, 1.f)};
-    cnn.network = [](const examples::WeightMap& w) { return examples::cnn_network(s_cc, w); };
     int rc = run_demo(mlp, *quiet, *save);
     rc |= run_demo(cnn, *quiet, "");
     return rc;

@@ -1,6 +1,7 @@
 // bindery inspect <plan> [--json]: what a plan holds, the way the engine will see it.
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -173,10 +174,7 @@ Command add_inspect(CLI::App& app) {
   cmd->add_flag("--json", *as_json, "Print JSON");
   return [path, as_json] {
     const Plan plan = Plan::load(*path);
-    FILE* f = std::fopen(path->c_str(), "rb");
-    std::fseek(f, 0, SEEK_END);
-    const size_t size = static_cast<size_t>(std::ftell(f));
-    std::fclose(f);
+    const auto size = static_cast<size_t>(std::filesystem::file_size(*path));
     const json j = to_json(plan, *path, size);
     if (*as_json)
       std::cout << j.dump(2) << "\n";

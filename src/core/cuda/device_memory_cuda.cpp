@@ -30,14 +30,16 @@ std::string cuda_unavailable_reason() {
 void copy_device_to_host(const Weights& w, void* dst, const std::string& what) {
   cudaPointerAttributes attr{};
   const cudaError_t e = cudaPointerGetAttributes(&attr, w.values);
-  if (e != cudaSuccess || (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)) {
+  if (e != cudaSuccess ||
+      (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)) {
     cudaGetLastError();  // clear the sticky error of a failed query
     throw Error(ErrorCode::kDEVICE, what + ": the view says " + w.location.to_string() +
                                         " but its pointer is not device memory");
   }
   if (attr.device != w.location.index)
-    throw Error(ErrorCode::kDEVICE, what + ": the view says " + w.location.to_string() + " but its memory is on cuda:" +
-                                        std::to_string(attr.device));
+    throw Error(ErrorCode::kDEVICE,
+                what + ": the view says " + w.location.to_string() +
+                    " but its memory is on cuda:" + std::to_string(attr.device));
   cuda_check(cudaMemcpy(dst, w.values, static_cast<size_t>(w.size_bytes()), cudaMemcpyDeviceToHost),
              what + ": device-to-host copy failed");
 }
@@ -45,11 +47,14 @@ void copy_device_to_host(const Weights& w, void* dst, const std::string& what) {
 DeviceBuffer::DeviceBuffer(Device device, size_t bytes) : device_(device), size_(bytes) {
   check(!device.is_cpu(), ErrorCode::kINVALID_ARGUMENT, "DeviceBuffer on the cpu");
   cuda_check(cudaSetDevice(device.index), "cudaSetDevice(" + std::to_string(device.index) + ")");
-  cuda_check(cudaMalloc(&data_, bytes == 0 ? 1 : bytes), "cudaMalloc of " + std::to_string(bytes) + " bytes");
+  cuda_check(cudaMalloc(&data_, bytes == 0 ? 1 : bytes),
+             "cudaMalloc of " + std::to_string(bytes) + " bytes");
 }
 
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
-    : device_(o.device_), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    : device_(o.device_),
+      data_(std::exchange(o.data_, nullptr)),
+      size_(std::exchange(o.size_, 0)) {}
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
   if (this != &o) {
@@ -66,8 +71,9 @@ DeviceBuffer::~DeviceBuffer() {
 }
 
 void DeviceBuffer::copy_from_host(const void* src, size_t bytes) {
-  check(bytes <= size_, ErrorCode::kINVALID_ARGUMENT, "copy of " + std::to_string(bytes) + " bytes into a " +
-                                                          std::to_string(size_) + "-byte device buffer");
+  check(bytes <= size_, ErrorCode::kINVALID_ARGUMENT,
+        "copy of " + std::to_string(bytes) + " bytes into a " + std::to_string(size_) +
+            "-byte device buffer");
   cuda_check(cudaMemcpy(data_, src, bytes, cudaMemcpyHostToDevice), "host-to-device copy");
 }
 

@@ -6,7 +6,8 @@
 namespace bindery {
 
 namespace {
-constexpr const char* kNoCuda = "this build of bindery has no CUDA support (the CUDA toolkit was not found at configure time)";
+constexpr const char* kNoCuda =
+    "this build of bindery has no CUDA support (the CUDA toolkit was not found at configure time)";
 }
 
 bool cuda_available() { return false; }
