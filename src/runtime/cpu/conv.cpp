@@ -19,8 +19,7 @@ void run_conv(const GraphNode& node, Inputs in, const TensorRef& out) {
   Scratch sx, sw, sb;
   const float* x = as_f32(node, in[0], sx);
   const float* w = as_f32(node, in[1], sw);
-  const bool has_bias = in.size() > 2 && in[2].data != nullptr;
-  const float* bias = has_bias ? as_f32(node, in[2], sb) : nullptr;
+  const float* bias = optional_f32(node, in, 2, sb);
   float* y = f32_out(out);
 
   const int64_t batch = in[0].dims[0], c = in[0].dims[1], h = in[0].dims[2], wd = in[0].dims[3];

@@ -207,6 +207,11 @@ void binary_scalar_inplace(ElementwiseOp op, float* x, float c, int64_t n);
 
 using Inputs = std::span<const TensorRef>;
 
+/// f32 view of the optional input `i` (a bias), or nullptr when the node has none.
+inline const float* optional_f32(const GraphNode& node, Inputs in, size_t i, Scratch& scratch) {
+  return in.size() > i && in[i].data != nullptr ? as_f32(node, in[i], scratch) : nullptr;
+}
+
 void run_matmul(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_elementwise(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_unary(const GraphNode& node, Inputs in, const TensorRef& out);

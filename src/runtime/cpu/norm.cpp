@@ -36,8 +36,7 @@ void run_layernorm(const GraphNode& node, Inputs in, const TensorRef& out) {
   Scratch sx, sw, sb;
   const float* x = as_f32(node, in[0], sx);
   const float* w = as_f32(node, in[1], sw);
-  const bool has_bias = in.size() > 2 && in[2].data != nullptr;
-  const float* bias = has_bias ? as_f32(node, in[2], sb) : nullptr;
+  const float* bias = optional_f32(node, in, 2, sb);
   float* y = f32_out(out);
   const int64_t d = in[0].dims.back();
   if (d == 0) return;
