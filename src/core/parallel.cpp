@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <vector>
 
 namespace bindery {
 
@@ -28,11 +29,21 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 }
 
 void parallel_memcpy(void* dst, const void* src, int64_t bytes) {
+  const CopyTask task{dst, src, bytes};
+  parallel_memcpy(std::span(&task, 1));
+}
+
+void parallel_memcpy(std::span<const CopyTask> tasks) {
   constexpr int64_t kChunk = 4 << 20;
-  parallel_for((bytes + kChunk - 1) / kChunk, 4, [&](int64_t b, int64_t e) {
-    const int64_t begin = b * kChunk, end = std::min(bytes, e * kChunk);
-    std::memcpy(static_cast<std::byte*>(dst) + begin, static_cast<const std::byte*>(src) + begin,
-                static_cast<size_t>(end - begin));
+  std::vector<CopyTask> chunks;
+  for (const CopyTask& t : tasks)
+    for (int64_t off = 0; off < t.bytes; off += kChunk)
+      chunks.push_back({static_cast<std::byte*>(t.dst) + off,
+                        static_cast<const std::byte*>(t.src) + off,
+                        std::min(kChunk, t.bytes - off)});
+  parallel_for(static_cast<int64_t>(chunks.size()), 4, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      std::memcpy(chunks[i].dst, chunks[i].src, static_cast<size_t>(chunks[i].bytes));
   });
 }
 

@@ -191,15 +191,34 @@ struct Refitter::Impl {
   // Cannot fail: every check ran in stage().
   void commit(Staged& staged) {
     std::vector<Write>& writes = staged.writes;
-    for (Write& w : writes) {
+    // Whole-slot copies first, as one parallel loop; then regions on top of staged slots.
+    std::vector<CopyTask> whole, contiguous_regions;
+    std::vector<std::pair<const RegionCopy*, const Write*>> strided_regions;
+    for (const Write& w : writes) {
       const Slot& slot = meta().slots[w.slot];
       std::byte* dst = eng().slot_ptr(w.slot);
-      if (w.direct) parallel_memcpy(dst, w.direct, slot.size_bytes);
-      if (!w.staged.empty()) parallel_memcpy(dst, w.staged.data(), slot.size_bytes);
-      for (const RegionCopy& r : w.regions)
-        write_block(r.source, r.region.axis, r.region.offset, dst, slot.desc.dims);
-      eng().slot_filled[w.slot] = true;
+      if (w.direct) whole.push_back({dst, w.direct, slot.size_bytes});
+      if (!w.staged.empty()) whole.push_back({dst, w.staged.data(), slot.size_bytes});
+      for (const RegionCopy& r : w.regions) {
+        const Dims& d = slot.desc.dims;
+        int64_t outer = 1;
+        for (int k = 0; k < r.region.axis; ++k) outer *= d[k];
+        if (outer == 1) {  // the part is one contiguous run of the slot
+          const int64_t row_bytes =
+              slot.size_bytes / std::max<int64_t>(d.empty() ? 1 : d[r.region.axis], 1);
+          contiguous_regions.push_back(
+              {dst + r.region.offset * row_bytes, r.source.values, r.source.size_bytes()});
+        } else {
+          strided_regions.push_back({&r, &w});
+        }
+      }
     }
+    parallel_memcpy(whole);
+    parallel_memcpy(contiguous_regions);
+    for (const auto& [r, w] : strided_regions)
+      write_block(r->source, r->region.axis, r->region.offset, eng().slot_ptr(w->slot),
+                  meta().slots[w->slot].desc.dims);
+    for (const Write& w : writes) eng().slot_filled[w.slot] = true;
     last_slots = static_cast<int>(writes.size());
     ++eng().version;
   }

@@ -216,3 +216,52 @@ TEST(Refitter, RefitAsyncIsOrderedOnTheStream) {
 
 }  // namespace
 }  // namespace bindery::testing
+
+namespace bindery::testing {
+namespace {
+
+// Weights stored [K, N] (no transpose) fuse along axis 1: each part is a strided block.
+Network column_pair(const examples::WeightMap& w) {
+  Network net;
+  Tensor* x = net.add_input("x", DataType::kFLOAT, {kDYNAMIC, 8});
+  Tensor* a = net.add_matmul(x, false, net.add_constant(w.at("a").view(), "a")->output(0), false)
+                  ->output(0);
+  Tensor* b = net.add_matmul(x, false, net.add_constant(w.at("b").view(), "b")->output(0), false)
+                  ->output(0);
+  Tensor* parts[] = {a, b};
+  Tensor* y = net.add_concat(parts, 1)->output(0);
+  y->set_name("y");
+  net.mark_output(y);
+  return net;
+}
+
+TEST(Refitter, ColumnFusedSlotRefitsEachPartBitExact) {
+  const auto weights = [](uint32_t s) {
+    examples::WeightMap w;
+    w["a"] = examples::random_tensor({8, 5}, s * 10 + 1);
+    w["b"] = examples::random_tensor({8, 7}, s * 10 + 2);
+    return w;
+  };
+  const auto cfg = config_with({BuilderFlag::kREFIT});
+  const auto a = weights(1), b = weights(2);
+  auto engine = build_engine(column_pair(a), cfg);
+  ASSERT_EQ(engine->metadata().slots.size(), 1u);
+  EXPECT_EQ(engine->metadata().slots[0].recipe.steps.back().axis, 1);
+  const HostTensor x = examples::random_tensor({3, 8}, 5);
+  Refitter r(*engine);
+  r.set_named_weights("b", b.at("b").view());  // only the second, strided part
+  r.refit();
+  examples::WeightMap mixed = weights(1);
+  mixed["b"] = HostTensor::copy_of(b.at("b").view());
+  EXPECT_TRUE(bit_equal(run(*engine, "x", x, "y"),
+                        run(*build_engine(column_pair(mixed), cfg), "x", x, "y")));
+  r.set_named_weights("a", b.at("a").view());
+  r.set_named_weights("b", b.at("b").view());
+  r.refit();
+  EXPECT_TRUE(
+      bit_equal(run(*engine, "x", x, "y"), run(*build_engine(column_pair(b), cfg), "x", x, "y")));
+  EXPECT_TRUE(bit_equal(r.get_named_weights("a"), HostTensor::copy_of(b.at("a").view())));
+}
+
+}  // namespace
+}  // namespace bindery::testing
