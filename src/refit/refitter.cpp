@@ -3,9 +3,10 @@
 // set_named_weights checks name, refittability, dtype, count, shape and (kREFIT_IDENTICAL)
 // hash at once. refit() works out the slots the set weights touch, evaluates every recipe
 // that is not a plain copy into staging memory (a failure here leaves the engine untouched),
-// and only then writes: staged slots by memcpy, identity slots straight from the caller's
-// view. Staging costs one slot-sized buffer per non-identity slot being refit; identity slots
-// cost nothing extra, which is what makes a refit run at memcpy speed.
+// and only then writes: staged slots by memcpy, sources that sit in a slot unchanged (identity
+// recipes, parts of a concat) straight from the caller's view. Staging costs one slot-sized
+// buffer per transformed slot being refit; plain copies cost nothing extra, which is what makes
+// a refit run at memcpy speed.
 
 #include "bindery/refitter.h"
 
@@ -47,13 +48,12 @@ struct RegionCopy {
 struct Write {
   int slot;
   HostTensor staged;                // the slot's new bytes (written first), or empty
-  const void* direct = nullptr;     // identity recipe: the caller's host view (or its host copy)
   std::vector<RegionCopy> regions;  // then these, on top
 };
 
 struct Staged {
   std::vector<Write> writes;
-  std::vector<HostTensor> host_copies;  // device views brought to the host; `direct` may point here
+  std::vector<HostTensor> host_copies;  // device views brought to the host; regions may point here
 };
 
 }  // namespace
@@ -154,12 +154,11 @@ struct Refitter::Impl {
     std::vector<Write>& writes = staged.writes;
     for (int i : affected()) {
       const Slot& slot = meta().slots[i];
-      Write w{i, {}, nullptr};
-      if (slot.recipe.is_identity()) {
-        w.direct = views.at(slot.recipe.sources[0]).values;
-      } else if (recipe_is_separable(slot.recipe) && (eng().slot_filled[i] || all_set(slot))) {
-        // Each set source rewrites only its region: sources that sit in the slot unchanged are
-        // copied there at commit; the others are evaluated into a staged copy of the slot.
+      Write w{i, {}, {}};
+      if (recipe_is_separable(slot.recipe) && (eng().slot_filled[i] || all_set(slot))) {
+        // Each set source rewrites only its region: sources that sit in the slot unchanged
+        // (identity recipes, concat parts) are copied there at commit; the others are evaluated
+        // into a staged copy of the slot.
         const auto descs = source_descs(slot);
         for (size_t k = 0; k < slot.recipe.sources.size(); ++k) {
           auto it = views.find(slot.recipe.sources[k]);
@@ -168,9 +167,10 @@ struct Refitter::Impl {
             w.regions.push_back({it->second, *region});
             continue;
           }
+          // The old bytes matter only where some source keeps its current value.
           if (w.staged.empty())
-            w.staged = eng().slot_filled[i] ? HostTensor::copy_of(engine.slot_view(i))
-                                            : HostTensor::zeros(slot.desc.dtype, slot.desc.dims);
+            w.staged = all_set(slot) ? HostTensor(slot.desc.dtype, slot.desc.dims)
+                                     : HostTensor::copy_of(engine.slot_view(i));
           evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second,
                                  w.staged.data());
         }
@@ -197,7 +197,6 @@ struct Refitter::Impl {
     for (const Write& w : writes) {
       const Slot& slot = meta().slots[w.slot];
       std::byte* dst = eng().slot_ptr(w.slot);
-      if (w.direct) whole.push_back({dst, w.direct, slot.size_bytes});
       if (!w.staged.empty()) whole.push_back({dst, w.staged.data(), slot.size_bytes});
       for (const RegionCopy& r : w.regions) {
         const Dims& d = slot.desc.dims;
@@ -290,7 +289,7 @@ TensorDesc Refitter::weights_prototype(const std::string& name) const {
 }
 
 HostTensor Refitter::get_named_weights(const std::string& name) const {
-  const SourceWeight& s = impl_->source(name);
+  impl_->source(name);  // kNOT_FOUND (with a suggestion) for unknown names
   auto it = impl_->slots_of_source.find(name);
   check(it != impl_->slots_of_source.end(), ErrorCode::kNOT_INVERTIBLE,
         "weights '" + name + "' are not held by any slot (the builder folded them away)");
@@ -311,7 +310,6 @@ HostTensor Refitter::get_named_weights(const std::string& name) const {
       if (!first_error) first_error = e;
     }
   }
-  (void)s;
   throw *first_error;
 }
 
