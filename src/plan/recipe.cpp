@@ -160,20 +160,20 @@ std::vector<std::set<int>> step_dependencies(const Recipe& r) {
   return deps;
 }
 
-std::vector<float> as_floats(const HostTensor& t) {
+std::vector<float> as_floats(const Weights& t) {
   std::vector<float> f(t.count());
-  to_f32(t.dtype(), t.data(), f.data(), t.count());
+  to_f32(t.dtype, t.values, f.data(), t.count());
   return f;
 }
 
-HostTensor fold_bn(const RecipeStep& s, const std::vector<const HostTensor*>& a) {
+HostTensor fold_bn(const RecipeStep& s, const std::vector<Weights>& a) {
   const float eps = s.epsilon;
   const auto scale_of = [&](const std::vector<float>& g, const std::vector<float>& v, size_t c) {
     return g[c] / std::sqrt(v[c] + eps);
   };
   if (s.op == RecipeOp::kFOLD_BN_KERNEL) {
-    const auto k = as_floats(*a[0]), g = as_floats(*a[1]), v = as_floats(*a[2]);
-    HostTensor out(DataType::kFLOAT, a[0]->shape());
+    const auto k = as_floats(a[0]), g = as_floats(a[1]), v = as_floats(a[2]);
+    HostTensor out(DataType::kFLOAT, a[0].shape);
     float* o = out.data_as<float>();
     const size_t channels = g.size(), per = channels ? k.size() / channels : 0;
     for (size_t c = 0; c < channels; ++c) {
@@ -182,10 +182,9 @@ HostTensor fold_bn(const RecipeStep& s, const std::vector<const HostTensor*>& a)
     }
     return out;
   }
-  const auto g = as_floats(*a[0]), b = as_floats(*a[1]), mean = as_floats(*a[2]),
-             v = as_floats(*a[3]);
+  const auto g = as_floats(a[0]), b = as_floats(a[1]), mean = as_floats(a[2]), v = as_floats(a[3]);
   std::vector<float> cb(g.size(), 0.f);
-  if (a.size() == 5) cb = as_floats(*a[4]);
+  if (a.size() == 5) cb = as_floats(a[4]);
   HostTensor out(DataType::kFLOAT, {static_cast<int64_t>(g.size())});
   float* o = out.data_as<float>();
   for (size_t c = 0; c < g.size(); ++c) o[c] = (cb[c] - mean[c]) * scale_of(g, v, c) + b[c];
@@ -234,11 +233,8 @@ HostTensor eval_steps(const Recipe& r, const std::vector<TensorDesc>& descs,
       case RecipeOp::kCAST: v[i] = cast(in(0), s.dtype); break;
       case RecipeOp::kFOLD_BN_KERNEL:
       case RecipeOp::kFOLD_BN_BIAS: {
-        std::vector<HostTensor> owned;
-        std::vector<const HostTensor*> args;
-        owned.reserve(s.args.size());
-        for (size_t k = 0; k < s.args.size(); ++k) owned.push_back(HostTensor::copy_of(in(k)));
-        for (auto& o : owned) args.push_back(&o);
+        std::vector<Weights> args;
+        for (size_t k = 0; k < s.args.size(); ++k) args.push_back(in(k));
         v[i] = fold_bn(s, args);
         break;
       }
