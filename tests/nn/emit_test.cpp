@@ -13,23 +13,12 @@
 #include "bindery/nn/emitter.h"
 #include "bindery/nn/layers.h"
 #include "bindery/nn/module.h"
+#include "nn/mlp_module.h"
 
 namespace bindery::nn {
 namespace {
 
-struct Mlp : Module {
-  Mlp(int64_t d, int64_t h) {
-    fc1 = register_module("fc1", std::make_unique<Linear>(d, h));
-    fc2 = register_module("fc2", std::make_unique<Linear>(h, d));
-  }
-  Tensor* forward(Emitter& em, Tensor* x) {
-    Layer* act = em.network().add_unary(fc1->forward(em, x), UnaryOp::kRELU);
-    em.name_layer(act, *this, "relu");
-    return fc2->forward(em, act->output(0));
-  }
-  Linear* fc1;
-  Linear* fc2;
-};
+using testing::Mlp;
 
 // Binds every parameter of `m` to owned zeros.
 void bind_zeros(Module& m) {
