@@ -17,19 +17,15 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "bindery/builder.h"
 #include "bindery/models/examples.h"
 #include "bindery/refitter.h"
-#include "core/parallel.h"
 
 using namespace bindery;
-using Clock = std::chrono::steady_clock;
+using namespace bindery::bench;
 
 namespace {
-
-double seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
 
 struct Weights2 {
   std::vector<std::string> names;
@@ -98,29 +94,6 @@ double refit_gbps(Network (*make)(const Weights2&, int64_t), int count, int64_t 
   return best;
 }
 
-double memcpy_gbps(int64_t bytes, int repeat, bool threads) {
-  std::vector<char> src(bytes, 1), dst(bytes, 0);
-  double best = 0;
-  for (int r = 0; r < repeat; ++r) {
-    const auto t0 = Clock::now();
-    if (threads) {
-      parallel_memcpy(dst.data(), src.data(), bytes);
-    } else {
-      std::memcpy(dst.data(), src.data(), bytes);
-    }
-    best = std::max(best, static_cast<double>(bytes) / seconds(t0, Clock::now()) / 1e9);
-  }
-  return best;
-}
-
-std::string cpu_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown cpu";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -162,17 +135,13 @@ int main(int argc, char** argv) {
               cat / mc);
   std::printf("goal: identity >= 0.5 x memcpy: %s\n", id >= 0.5 * mc ? "met" : "NOT met");
   if (!json_path.empty()) {
-    char date[32];
-    const std::time_t now = std::time(nullptr);
-    std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     std::ofstream out(json_path);
     out << "{\n  \"benchmark\": \"cpu_refit\",\n  \"device\": \"" << cpu_name() << " ("
-        << num_threads() << " threads)\",\n  \"date\": \"" << date << "\",\n  \"commit\": \""
-        << (std::getenv("BINDERY_COMMIT") ? std::getenv("BINDERY_COMMIT") : "unknown")
-        << "\",\n  \"weight_bytes\": " << bytes << ",\n  \"memcpy_1thread_gbps\": " << mc1
-        << ",\n  \"memcpy_threads_gbps\": " << mcn << ",\n  \"refit_identity_gbps\": " << id
-        << ",\n  \"refit_concat_gbps\": " << cat << ",\n  \"identity_vs_memcpy\": " << id / mc
-        << "\n}\n";
+        << num_threads() << " threads)\",\n  \"date\": \"" << utc_now() << "\",\n  \"commit\": \""
+        << commit() << "\",\n  \"weight_bytes\": " << bytes
+        << ",\n  \"memcpy_1thread_gbps\": " << mc1 << ",\n  \"memcpy_threads_gbps\": " << mcn
+        << ",\n  \"refit_identity_gbps\": " << id << ",\n  \"refit_concat_gbps\": " << cat
+        << ",\n  \"identity_vs_memcpy\": " << id / mc << "\n}\n";
   }
   return 0;
 }

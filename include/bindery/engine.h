@@ -87,6 +87,15 @@ class ExecutionContext {
   void execute();
   /// Runs on `stream` after the work already enqueued there.
   void enqueue(Stream& stream);
+
+  // ---- KV cache (engines with attention layers) ----
+  // Each context keeps the keys and values of the sequences it ran, by sequence id, so a
+  // decoder runs a prompt once and then one token per step. Positions of a sequence continue
+  // where its cache ends; starting it again at position 0 (or resetting it) drops its cache.
+  void reset_kv_cache();
+  void reset_sequence(int64_t seq_id);
+  /// Positions the cache holds for `seq_id` (0 for an unknown sequence).
+  int64_t sequence_length(int64_t seq_id) const;
   /// Result of the last run: a view into context-owned memory, valid until the next run.
   Weights output(const std::string& name) const;
   /// A tensor marked with Network::mark_debug, as of the last run.

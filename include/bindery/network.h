@@ -111,6 +111,12 @@ class Network {
   Layer* add_batch_norm(Tensor* x, Tensor* scale, Tensor* bias, Tensor* mean, Tensor* var,
                         float epsilon);
   Layer* add_pooling(Tensor* x, PoolingParams params);
+  /// x [T, heads * head_dim], positions [T] (i32/i64); `seq_ids` [T] may be nullptr (needed
+  /// only for dynamic scaling with several sequences in one run).
+  Layer* add_rotary(Tensor* x, Tensor* positions, Tensor* seq_ids, RotaryParams params);
+  /// q, k, v [T, heads * head_dim], positions and seq_ids [T]; the KV cache is the context's.
+  Layer* add_attention(Tensor* q, Tensor* k, Tensor* v, Tensor* positions, Tensor* seq_ids,
+                       AttentionParams params);
 
   // ---- outputs, debug tensors, refit marks ----
   void mark_output(Tensor* t);

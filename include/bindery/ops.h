@@ -33,6 +33,11 @@ enum class LayerType : uint8_t {
   kCONVOLUTION,  // inputs x [N,C,H,W], kernel [O, C/groups, kh, kw], bias [O] optional
   kBATCHNORM,    // inputs x [N,C,...], scale, bias, mean, var (each [C])
   kPOOLING,      // x [N,C,H,W]
+  // Decoder ops on packed token streams: T tokens of one or many sequences side by side, each
+  // with its position and the sequence (KV cache slot) it belongs to.
+  kROTARY,     // inputs x [T, heads * head_dim], positions [T], seq_ids [T] (optional): rope
+  kATTENTION,  // inputs q [T, Hq*D], k [T, Hkv*D], v [T, Hkv*D], positions [T], seq_ids [T]:
+               // causal GQA over the context's KV cache (written first, then attended)
 };
 
 enum class ElementwiseOp : uint8_t { kSUM, kSUB, kPROD, kDIV, kMIN, kMAX, kPOW };
@@ -122,10 +127,43 @@ struct PoolingParams {
   bool count_include_pad = false;  // average pooling divisor
 };
 
+/// Rotary position embedding, rotate-half layout (transformers' Llama): within each head, the
+/// pairs (i, i + rotary_dim/2) for i < rotary_dim/2 are rotated by position × inv_freq[i]; dims
+/// from rotary_dim on pass through. cos and sin are scaled by attention_factor (yarn).
+struct RotaryParams {
+  int64_t num_heads = 1;
+  int64_t head_dim = 0;
+  std::vector<float> inv_freq;  // rotary_dim / 2 frequencies
+  float attention_factor = 1.0f;
+  /// Dynamic NTK scaling (0: off). A sequence whose largest position in a run reaches length
+  /// L > dynamic_max_positions is rotated, in that run, with
+  ///   inv_freq[i] = 1 / base^(2i / rotary_dim),
+  ///   base = theta * (factor * L / dynamic_max_positions - (factor - 1))^(rotary_dim / (rotary_dim
+  ///   - 2)).
+  float dynamic_factor = 0.0f;
+  float theta = 10000.0f;
+  int64_t dynamic_max_positions = 0;
+};
+/// Attention of each token over its own sequence's positions [lo, position], lo = 0 or
+/// position - sliding_window + 1. Keys and values of the run's tokens are written into the KV
+/// cache slot seq_ids[t] at positions[t] first, so a prompt and its later tokens can come in
+/// one run or many. A sequence's positions must continue where its cache ends (or restart
+/// lower, which drops what came after).
+struct AttentionParams {
+  int64_t num_heads = 1;
+  int64_t num_kv_heads = 1;
+  int64_t head_dim = 0;
+  float scale = 1.0f;
+  int64_t sliding_window = 0;  // 0: none
+  int64_t max_seq_len = 0;     // positions must be below it
+  int64_t cache_index = 0;     // which of the context's KV caches (one per attention layer)
+};
+
 using LayerParams =
     std::variant<ConstantParams, MatMulParams, ElementwiseParams, UnaryParams, SoftmaxParams,
                  ReduceParams, NormParams, GatherParams, ReshapeParams, TransposeParams,
-                 ConcatParams, SliceParams, CastParams, ConvParams, BatchNormParams, PoolingParams>;
+                 ConcatParams, SliceParams, CastParams, ConvParams, BatchNormParams, PoolingParams,
+                 RotaryParams, AttentionParams>;
 
 /// The params alternative a layer type carries (kRMSNORM/kLAYERNORM share NormParams).
 LayerParams default_params(LayerType type);
@@ -139,6 +177,9 @@ std::string_view unary_op_name(UnaryOp o);    // "relu", "gelu_erf", "gelu_tanh"
 std::string_view reduce_op_name(ReduceOp o);  // "sum", "mean", "max"
 std::string_view pooling_type_name(PoolingType t);  // "max", "avg"
 
+/// True for input `i` of `type` that may be absent (layernorm and convolution bias, rotary
+/// seq_ids).
+bool is_optional_input(LayerType type, size_t i);
 /// Number of inputs a layer type accepts: [min, max].
 std::pair<int, int> input_arity(LayerType t);
 

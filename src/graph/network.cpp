@@ -195,6 +195,13 @@ Layer* Network::add_batch_norm(Tensor* x, Tensor* scale, Tensor* bias, Tensor* m
 Layer* Network::add_pooling(Tensor* x, PoolingParams params) {
   return add_layer(LayerType::kPOOLING, std::move(params), {x});
 }
+Layer* Network::add_rotary(Tensor* x, Tensor* positions, Tensor* seq_ids, RotaryParams params) {
+  return add_layer(LayerType::kROTARY, std::move(params), {x, positions, seq_ids});
+}
+Layer* Network::add_attention(Tensor* q, Tensor* k, Tensor* v, Tensor* positions, Tensor* seq_ids,
+                              AttentionParams params) {
+  return add_layer(LayerType::kATTENTION, std::move(params), {q, k, v, positions, seq_ids});
+}
 
 void Network::mark_output(Tensor* t) {
   check(t != nullptr, ErrorCode::kINVALID_ARGUMENT, "mark_output(nullptr)");

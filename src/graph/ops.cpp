@@ -45,6 +45,8 @@ std::string_view layer_type_name(LayerType t) {
     case LayerType::kCONVOLUTION: return "conv2d";
     case LayerType::kBATCHNORM: return "batchnorm";
     case LayerType::kPOOLING: return "pooling";
+    case LayerType::kROTARY: return "rotary";
+    case LayerType::kATTENTION: return "attention";
   }
   return "unknown";
 }
@@ -98,6 +100,11 @@ std::string_view pooling_type_name(PoolingType t) {
 
 // ---- params and arity ------------------------------------------------------------------------
 
+bool is_optional_input(LayerType type, size_t i) {
+  return i == 2 && (type == LayerType::kLAYERNORM || type == LayerType::kCONVOLUTION ||
+                    type == LayerType::kROTARY);
+}
+
 LayerParams default_params(LayerType type) {
   switch (type) {
     case LayerType::kCONSTANT: return ConstantParams{};
@@ -117,6 +124,8 @@ LayerParams default_params(LayerType type) {
     case LayerType::kCONVOLUTION: return ConvParams{};
     case LayerType::kBATCHNORM: return BatchNormParams{};
     case LayerType::kPOOLING: return PoolingParams{};
+    case LayerType::kROTARY: return RotaryParams{};
+    case LayerType::kATTENTION: return AttentionParams{};
   }
   throw Error(ErrorCode::kINVALID_ARGUMENT,
               "unknown layer type " + std::to_string(static_cast<int>(type)));
@@ -145,6 +154,8 @@ std::pair<int, int> input_arity(LayerType t) {
     case LayerType::kSLICE:
     case LayerType::kCAST:
     case LayerType::kPOOLING: return {1, 1};
+    case LayerType::kROTARY: return {2, 3};
+    case LayerType::kATTENTION: return {5, 5};
   }
   return {0, 0};
 }
@@ -168,10 +179,10 @@ std::string str(int64_t v) { return std::to_string(v); }
 std::string dt(DataType t) { return std::string(dtype_name(t)); }
 
 constexpr const char* kParamsNames[] = {
-    "ConstantParams", "MatMulParams",    "ElementwiseParams", "UnaryParams",
-    "SoftmaxParams",  "ReduceParams",    "NormParams",        "GatherParams",
-    "ReshapeParams",  "TransposeParams", "ConcatParams",      "SliceParams",
-    "CastParams",     "ConvParams",      "BatchNormParams",   "PoolingParams"};
+    "ConstantParams", "MatMulParams", "ElementwiseParams", "UnaryParams",   "SoftmaxParams",
+    "ReduceParams",   "NormParams",   "GatherParams",      "ReshapeParams", "TransposeParams",
+    "ConcatParams",   "SliceParams",  "CastParams",        "ConvParams",    "BatchNormParams",
+    "PoolingParams",  "RotaryParams", "AttentionParams"};
 static_assert(std::size(kParamsNames) == std::variant_size_v<LayerParams>);
 
 template <class P>
@@ -542,14 +553,69 @@ TensorDesc infer_pooling(const PoolingParams& p, const TensorDesc& x) {
   return {DataType::kFLOAT, out};
 }
 
-bool is_optional_input(LayerType type, size_t i) {
-  return i == 2 && (type == LayerType::kLAYERNORM || type == LayerType::kCONVOLUTION);
-}
-
 std::string arity_text(int lo, int hi) {
   if (lo == hi) return str(lo);
   if (hi == INT_MAX) return "at least " + str(lo);
   return str(lo) + " to " + str(hi);
+}
+
+}  // namespace
+
+namespace {
+
+// Positions and sequence ids: int32 or int64 vectors of the token count.
+void expect_token_vector(const TensorDesc& d, const TensorDesc& x, const char* what) {
+  BINDERY_EXPECT(d.dtype == DataType::kINT32 || d.dtype == DataType::kINT64,
+                 std::string(what) + " must be i32 or i64, got " + dt(d.dtype));
+  expect_rank(d, 1, what);
+  BINDERY_EXPECT(
+      !known(d.dims[0]) || !known(x.dims[0]) || d.dims[0] == x.dims[0],
+      std::string(what) + " has " + str(d.dims[0]) + " entries for " + str(x.dims[0]) + " tokens");
+}
+
+TensorDesc infer_rotary(const RotaryParams& p, const TensorDesc& x, const TensorDesc& positions,
+                        const TensorDesc* seq_ids) {
+  expect_float(x, "rotary input");
+  expect_rank(x, 2, "rotary input");
+  const int64_t rotary_dim = 2 * static_cast<int64_t>(p.inv_freq.size());
+  BINDERY_EXPECT(p.num_heads > 0 && p.head_dim > 0 && rotary_dim > 0 && rotary_dim <= p.head_dim,
+                 "rotary needs heads > 0 and 0 < 2 * inv_freq.size() <= head_dim, got heads " +
+                     str(p.num_heads) + ", head_dim " + str(p.head_dim) + ", rotary dims " +
+                     str(rotary_dim));
+  BINDERY_EXPECT(!known(x.dims[1]) || x.dims[1] == p.num_heads * p.head_dim,
+                 "rotary input has " + str(x.dims[1]) + " features, expected heads " +
+                     str(p.num_heads) + " x head_dim " + str(p.head_dim));
+  expect_token_vector(positions, x, "rotary positions");
+  if (seq_ids) expect_token_vector(*seq_ids, x, "rotary seq_ids");
+  BINDERY_EXPECT(p.dynamic_factor == 0 || (p.dynamic_max_positions > 0 && rotary_dim > 2),
+                 "dynamic rotary scaling needs dynamic_max_positions > 0 and rotary dims > 2");
+  return {DataType::kFLOAT, x.dims};
+}
+
+TensorDesc infer_attention(const AttentionParams& p, std::span<const TensorDesc> in) {
+  BINDERY_EXPECT(p.num_heads > 0 && p.num_kv_heads > 0 && p.head_dim > 0 &&
+                     p.num_heads % p.num_kv_heads == 0 && p.max_seq_len > 0 &&
+                     p.sliding_window >= 0 && p.cache_index >= 0,
+                 "attention needs heads a multiple of kv heads, head_dim > 0, max_seq_len > 0; "
+                 "got heads " +
+                     str(p.num_heads) + ", kv heads " + str(p.num_kv_heads) + ", head_dim " +
+                     str(p.head_dim) + ", max_seq_len " + str(p.max_seq_len));
+  const char* names[] = {"attention q", "attention k", "attention v"};
+  const int64_t widths[] = {p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim,
+                            p.num_kv_heads * p.head_dim};
+  for (int i = 0; i < 3; ++i) {
+    expect_float(in[i], names[i]);
+    expect_rank(in[i], 2, names[i]);
+    BINDERY_EXPECT(!known(in[i].dims[1]) || in[i].dims[1] == widths[i],
+                   std::string(names[i]) + " has " + str(in[i].dims[1]) + " features, expected " +
+                       str(widths[i]));
+    BINDERY_EXPECT(!known(in[i].dims[0]) || !known(in[0].dims[0]) || in[i].dims[0] == in[0].dims[0],
+                   std::string(names[i]) + " has " + str(in[i].dims[0]) + " tokens, q has " +
+                       str(in[0].dims[0]));
+  }
+  expect_token_vector(in[3], in[0], "attention positions");
+  expect_token_vector(in[4], in[0], "attention seq_ids");
+  return {DataType::kFLOAT, {in[0].dims[0], widths[0]}};
 }
 
 }  // namespace
@@ -629,6 +695,11 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
       return {infer_batchnorm(inputs)};
     case LayerType::kPOOLING:
       return {infer_pooling(params_as<PoolingParams>(type, params), inputs[0])};
+    case LayerType::kROTARY:
+      return {
+          infer_rotary(params_as<RotaryParams>(type, params), inputs[0], inputs[1], optional(2))};
+    case LayerType::kATTENTION:
+      return {infer_attention(params_as<AttentionParams>(type, params), inputs)};
   }
   fail("unknown layer type " + str(static_cast<int>(type)));
 }

@@ -6,6 +6,7 @@
 
 #include "bindery/error.h"
 #include "bindery/logging.h"
+#include "core/names.h"
 
 namespace bindery::nn {
 
@@ -15,31 +16,12 @@ std::string join(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }
 
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 // "; closest: 'a', 'b', 'c'" (up to three, nearest first), or a note that there are none.
-std::string closest_names(std::string_view wanted, std::vector<std::string> candidates) {
+std::string closest_list(std::string_view wanted, const std::vector<std::string>& candidates) {
   if (candidates.empty()) return "; there are none";
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [&](const std::string& x, const std::string& y) {
-                     return edit_distance(wanted, x) < edit_distance(wanted, y);
-                   });
   std::string out = "; closest: ";
-  for (size_t i = 0; i < candidates.size() && i < 3; ++i)
-    out += (i ? ", '" : "'") + candidates[i] + "'";
+  const std::vector<std::string> near = closest_names(wanted, candidates);
+  for (size_t i = 0; i < near.size(); ++i) out += (i ? ", '" : "'") + near[i] + "'";
   return out;
 }
 
@@ -200,7 +182,7 @@ Parameter& Module::parameter(std::string_view name) {
   if (Parameter* p = find_parameter(name)) return *p;
   throw Error(ErrorCode::kNOT_FOUND, describe_module(*this) + " has no parameter '" +
                                          std::string(name) + "'" +
-                                         closest_names(name, all_parameter_names()));
+                                         closest_list(name, all_parameter_names()));
 }
 
 const Parameter& Module::parameter(std::string_view name) const {
@@ -225,7 +207,7 @@ Module& Module::submodule(std::string_view name) {
   for (auto& [path, child] : named_modules())
     if (!path.empty()) paths.push_back(path);
   throw Error(ErrorCode::kNOT_FOUND, describe_module(*this) + " has no submodule '" +
-                                         std::string(name) + "'" + closest_names(name, paths));
+                                         std::string(name) + "'" + closest_list(name, paths));
 }
 
 namespace {

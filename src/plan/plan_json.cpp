@@ -45,6 +45,8 @@ constexpr Named<LayerType> kLayerTypes[] = {
     {LayerType::kCONVOLUTION, "conv2d"},
     {LayerType::kBATCHNORM, "batchnorm"},
     {LayerType::kPOOLING, "pooling"},
+    {LayerType::kROTARY, "rotary"},
+    {LayerType::kATTENTION, "attention"},
 };
 constexpr Named<ElementwiseOp> kElementwiseOps[] = {
     {ElementwiseOp::kSUM, "add"}, {ElementwiseOp::kSUB, "sub"}, {ElementwiseOp::kPROD, "mul"},
@@ -98,10 +100,12 @@ size_t params_index(LayerType t) {
     case LayerType::kCONVOLUTION: return 13;
     case LayerType::kBATCHNORM: return 14;
     case LayerType::kPOOLING: return 15;
+    case LayerType::kROTARY: return 16;
+    case LayerType::kATTENTION: return 17;
   }
   return std::variant_npos;
 }
-static_assert(std::variant_size_v<LayerParams> == 16,
+static_assert(std::variant_size_v<LayerParams> == 18,
               "a new LayerParams alternative needs params_index, write_params and read_params");
 
 std::string join(const std::string& path, std::string_view key) {
@@ -206,6 +210,22 @@ json params_to_json(LayerType type, const LayerParams& params, const std::string
           o["stride"] = p.stride;
           o["padding"] = p.padding;
           o["count_include_pad"] = p.count_include_pad;
+        } else if constexpr (std::is_same_v<P, RotaryParams>) {
+          o["num_heads"] = p.num_heads;
+          o["head_dim"] = p.head_dim;
+          o["inv_freq"] = floats_to_json(p.inv_freq);
+          o["attention_factor"] = float_to_json(p.attention_factor);
+          o["dynamic_factor"] = float_to_json(p.dynamic_factor);
+          o["theta"] = float_to_json(p.theta);
+          o["dynamic_max_positions"] = p.dynamic_max_positions;
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
+          o["num_heads"] = p.num_heads;
+          o["num_kv_heads"] = p.num_kv_heads;
+          o["head_dim"] = p.head_dim;
+          o["scale"] = float_to_json(p.scale);
+          o["sliding_window"] = p.sliding_window;
+          o["max_seq_len"] = p.max_seq_len;
+          o["cache_index"] = p.cache_index;
         } else {
           static_assert(sizeof(P) == 0, "unhandled LayerParams alternative");
         }
@@ -501,6 +521,18 @@ LayerParams read_params(LayerType type, const In& in) {
     case LayerType::kPOOLING:
       return PoolingParams{in.enumeration("type", kPoolingTypes), in.i64s("window"),
                            in.i64s("stride"), in.i64s("padding"), in.boolean("count_include_pad")};
+    case LayerType::kROTARY:
+      return RotaryParams{in.i64("num_heads"),
+                          in.i64("head_dim"),
+                          in.f32s("inv_freq"),
+                          in.f32("attention_factor"),
+                          in.f32("dynamic_factor"),
+                          in.f32("theta"),
+                          in.i64("dynamic_max_positions")};
+    case LayerType::kATTENTION:
+      return AttentionParams{in.i64("num_heads"),  in.i64("num_kv_heads"),   in.i64("head_dim"),
+                             in.f32("scale"),      in.i64("sliding_window"), in.i64("max_seq_len"),
+                             in.i64("cache_index")};
   }
   fail(in.path(), "no params for this layer type");  // unreachable: type came from kLayerTypes
 }

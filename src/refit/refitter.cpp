@@ -18,6 +18,7 @@
 #include "bindery/error.h"
 #include "core/device_memory.h"
 #include "core/hash.h"
+#include "core/names.h"
 #include "core/parallel.h"
 #include "plan/tensor_ops.h"
 #include "runtime/engine_impl.h"
@@ -25,19 +26,6 @@
 namespace bindery {
 
 namespace {
-
-// Levenshtein distance, for "did you mean" suggestions on unknown names.
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
 
 // A source copied unchanged into its region of a slot at commit (cannot fail).
 struct RegionCopy {
@@ -76,12 +64,11 @@ struct Refitter::Impl {
   const SourceWeight& source(const std::string& name) const {
     const int i = meta().find_source(name);
     if (i >= 0) return meta().sources[i];
-    std::string best;
-    size_t best_d = SIZE_MAX;
-    for (const SourceWeight& s : meta().sources) {
-      const size_t d = edit_distance(name, s.name);
-      if (s.refittable && d < best_d) best_d = d, best = s.name;
-    }
+    std::vector<std::string> refittable;
+    for (const SourceWeight& s : meta().sources)
+      if (s.refittable) refittable.push_back(s.name);
+    const std::vector<std::string> near = closest_names(name, refittable, 1);
+    const std::string best = near.empty() ? "" : near[0];
     throw Error(ErrorCode::kNOT_FOUND, "no weights named '" + name + "' in this engine" +
                                            (best.empty() ? "" : "; did you mean '" + best + "'?"));
   }

@@ -15,6 +15,7 @@ struct ExecutionContext::Impl {
   std::vector<TensorDesc> descs;     // per tensor, concrete, of the last run
   std::vector<HostTensor> buffers;   // per activation tensor, reused while large enough
   std::vector<void*> data;           // per tensor, of the last run
+  cpu::KvCache kv_cache;             // attention layers' keys and values, across runs
   bool ran = false;
 
   const Graph& graph() const { return engine->impl_->meta.graph; }
@@ -116,12 +117,18 @@ void ExecutionContext::Impl::run() {
       data[t] = b.data();
       out.push_back({od[k].dtype, od[k].dims, data[t]});
     }
-    cpu::run_node(n, in, out);
+    cpu::run_node(n, in, out, &kv_cache);
   }
   ran = true;
 }
 
 void ExecutionContext::execute() { impl_->run(); }
+
+void ExecutionContext::reset_kv_cache() { impl_->kv_cache.reset(); }
+void ExecutionContext::reset_sequence(int64_t seq_id) { impl_->kv_cache.reset_sequence(seq_id); }
+int64_t ExecutionContext::sequence_length(int64_t seq_id) const {
+  return impl_->kv_cache.length(seq_id);
+}
 
 void ExecutionContext::enqueue(Stream& stream) {
   stream.enqueue_host([impl = impl_.get()] { impl->run(); });

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 
 namespace bindery::cli {
 
@@ -12,5 +13,8 @@ using Command = std::function<int()>;
 Command add_inspect(CLI::App& app);
 Command add_example(CLI::App& app);
 Command add_build_example(CLI::App& app);
+
+/// `bindery inspect` on a checkpoint file or directory (exit code).
+int inspect_checkpoint(const std::string& path, bool as_json);
 
 }  // namespace bindery::cli

@@ -1,13 +1,16 @@
-// bindery inspect <plan> [--json]: what a plan holds, the way the engine will see it.
+// bindery inspect <plan | checkpoint> [--json]: what a plan holds, the way the engine will see
+// it; or the tensors of a checkpoint file or directory (inspect_checkpoint.cpp).
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "bindery/plan.h"
 #include "commands.h"
 #include "core/hash.h"
+#include "format.h"
 
 namespace bindery::cli {
 
@@ -111,19 +114,6 @@ json to_json(const Plan& plan, const std::string& path, size_t file_size) {
   return j;
 }
 
-std::string human_bytes(int64_t b) {
-  char buf[32];
-  if (b < 1024)
-    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
-  else if (b < (1 << 20))
-    std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else if (b < (1LL << 30))
-    std::snprintf(buf, sizeof buf, "%.1f MiB", b / 1048576.0);
-  else
-    std::snprintf(buf, sizeof buf, "%.2f GiB", b / 1073741824.0);
-  return buf;
-}
-
 void print_text(const json& j) {
   std::printf("plan %s (%s, format %d)\n", j["file"].get<std::string>().c_str(),
               human_bytes(j["file_bytes"].get<int64_t>()).c_str(), j["format_version"].get<int>());
@@ -163,16 +153,35 @@ void print_text(const json& j) {
                 r["description"].get<std::string>().c_str());
 }
 
+// Plans are recognised by their magic. Everything else that looks like a checkpoint goes to
+// the checkpoint reader; other files stay with the plan loader, whose error names them.
+bool is_plan_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(path)) return false;
+  char magic[8] = {};
+  std::ifstream(path, std::ios::binary).read(magic, sizeof magic);
+  if (std::string_view(magic, 8) == std::string_view("BINDERY\0", 8)) return true;
+  const std::string ext = fs::path(path).extension().string();
+  const bool zip = std::string_view(magic, 4) == std::string_view("PK\x03\x04", 4);
+  return !(zip || ext == ".safetensors" || ext == ".bin" || ext == ".pt" || ext == ".pth" ||
+           ext == ".json");
+}
+
 }  // namespace
 
 Command add_inspect(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "inspect", "Show a plan: flags, inputs, layers, slots and recipes, build report");
+      "inspect",
+      "Show a plan (flags, inputs, layers, slots and recipes, build report) or a checkpoint "
+      "file or directory (tensors, dtypes, shapes, sizes, shards)");
   auto path = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
-  cmd->add_option("plan", *path, "Plan file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("path", *path, "Plan file, or checkpoint file or directory")
+      ->required()
+      ->check(CLI::ExistingPath);
   cmd->add_flag("--json", *as_json, "Print JSON");
   return [path, as_json] {
+    if (!is_plan_file(*path)) return inspect_checkpoint(*path, *as_json);
     const Plan plan = Plan::load(*path);
     const auto size = static_cast<size_t>(std::filesystem::file_size(*path));
     const json j = to_json(plan, *path, size);

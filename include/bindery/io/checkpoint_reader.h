@@ -34,6 +34,9 @@ struct ReadTarget {
 
 struct ReadOptions {
   int threads = 0;  // 0: all cores
+  /// Plain file regions are read with pread, which is faster from the page cache than faulting
+  /// in mapped pages one by one; false copies them from the memory map instead.
+  bool use_pread = true;
   /// Called now and then with (bytes done, bytes in all) from the calling thread.
   std::function<void(int64_t, int64_t)> progress;
 };

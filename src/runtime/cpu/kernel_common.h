@@ -228,5 +228,7 @@ void run_cast(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_conv(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_batchnorm(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_pooling(const GraphNode& node, Inputs in, const TensorRef& out);
+void run_rotary(const GraphNode& node, Inputs in, const TensorRef& out);
+void run_attention(const GraphNode& node, Inputs in, const TensorRef& out, KvCache& cache);
 
 }  // namespace bindery::cpu::detail

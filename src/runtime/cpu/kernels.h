@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <unordered_map>
+#include <vector>
 
 #include "bindery/graph.h"
 
@@ -25,11 +27,30 @@ struct TensorRef {
   void* data = nullptr;
 };
 
+/// The keys and values attention layers keep between runs of one execution context: one cache
+/// per attention layer (AttentionParams::cache_index), one growing buffer per sequence id.
+class KvCache {
+ public:
+  struct Sequence {
+    std::vector<float> keys, values;  // [capacity, kv_heads * head_dim], filled to `length`
+    int64_t length = 0;
+  };
+  /// The sequence's cache in layer `cache_index`, created empty on first use.
+  Sequence& sequence(int64_t cache_index, int64_t seq_id);
+  /// Positions held for `seq_id` in layer `cache_index` (all layers agree after a run).
+  int64_t length(int64_t seq_id, int64_t cache_index = 0) const;
+  void reset();
+  void reset_sequence(int64_t seq_id);
+
+ private:
+  std::vector<std::unordered_map<int64_t, Sequence>> caches_;
+};
+
 /// Runs `node`. Outputs are preallocated by the caller with the dtypes and dims that
 /// infer_outputs gives for these inputs. Throws Error(kUNSUPPORTED) naming the node for a
-/// dtype combination no kernel handles.
+/// dtype combination no kernel handles. Attention nodes need `kv_cache` (the context's).
 void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
-              std::span<const TensorRef> outputs);
+              std::span<const TensorRef> outputs, KvCache* kv_cache = nullptr);
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major, f32. Optimised (OpenBLAS).
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,

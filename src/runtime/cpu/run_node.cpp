@@ -13,10 +13,6 @@ namespace bindery::cpu {
 
 namespace {
 
-bool is_optional_input(LayerType type, size_t i) {
-  return i == 2 && (type == LayerType::kLAYERNORM || type == LayerType::kCONVOLUTION);
-}
-
 bool computes_floats(LayerType type) {
   switch (type) {
     case LayerType::kMATMUL:
@@ -57,7 +53,7 @@ void check_dtypes(const GraphNode& node, std::span<const TensorRef> inputs) {
 }  // namespace
 
 void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
-              std::span<const TensorRef> outputs) {
+              std::span<const TensorRef> outputs, KvCache* kv_cache) {
   using detail::node_label;
   if (node.type == LayerType::kCONSTANT)
     detail::unsupported(node, "constants are weights bound by the engine, not executed");
@@ -124,6 +120,10 @@ void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
     case LayerType::kCONVOLUTION: return detail::run_conv(node, inputs, out);
     case LayerType::kBATCHNORM: return detail::run_batchnorm(node, inputs, out);
     case LayerType::kPOOLING: return detail::run_pooling(node, inputs, out);
+    case LayerType::kROTARY: return detail::run_rotary(node, inputs, out);
+    case LayerType::kATTENTION:
+      if (!kv_cache) detail::unsupported(node, "attention runs only in an execution context");
+      return detail::run_attention(node, inputs, out, *kv_cache);
   }
   detail::unsupported(node, "unknown layer type");
 }
