@@ -13,6 +13,7 @@
 // (kCORRUPT_FILE).
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -64,6 +65,9 @@ struct PlanMetadata {
   bool stripped = false;         // refittable slots have no data in the blob
   bool refit_info = true;        // recipes and sources kept (SerializationOptions::include_refit)
   int64_t blob_size = 0;         // bytes the blob needs (even when stripped)
+  /// Free-form facts about the model the plan was built from ("model.config": its config
+  /// JSON, "model.family": "llama"), for the tools that run it.
+  std::map<std::string, std::string> properties;
 
   int find_source(const std::string& name) const;
   int find_slot(const std::string& name) const;

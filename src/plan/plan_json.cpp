@@ -822,7 +822,7 @@ json to_json(const PlanMetadata& meta) {
           {"stripped", meta.stripped},     {"refit_info", meta.refit_info},
           {"blob_size", meta.blob_size},   {"graph", graph_to_json(meta.graph)},
           {"sources", std::move(sources)}, {"slots", std::move(slots)},
-          {"report", std::move(report)}};
+          {"report", std::move(report)},   {"properties", meta.properties}};
 }
 
 std::string to_text(const PlanMetadata& meta) {
@@ -878,6 +878,14 @@ PlanMetadata from_json(const json& j) {
   for (size_t i = 0; i < report.size(); ++i) {
     const In e(report[i], in.element("report", i));
     m.report.push_back({e.str("kind"), e.str("description"), e.strs("weights")});
+  }
+  if (j.contains("properties")) {  // optional: plans written before it existed have none
+    const json& props = in.at("properties");
+    if (!props.is_object()) fail("properties", "expected an object, " + found(props));
+    for (const auto& [key, value] : props.items()) {
+      if (!value.is_string()) fail("properties." + key, "expected a string, " + found(value));
+      m.properties.emplace(key, value.get<std::string>());
+    }
   }
   return m;
 }

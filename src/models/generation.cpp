@@ -1,0 +1,153 @@
+#include "bindery/models/generation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "bindery/engine.h"
+#include "bindery/error.h"
+#include "bindery/logging.h"
+#include "bindery/models/llama.h"
+
+namespace bindery::models {
+
+int32_t sample_token(std::span<const float> logits, const SamplingConfig& s,
+                     std::function<double()> uniform) {
+  check(!logits.empty(), ErrorCode::kINVALID_ARGUMENT, "sample_token: no logits");
+  if (!s.temperature || *s.temperature <= 0)  // greedy: the first of the largest
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Descending by logit; ties by index, so the draw never depends on the sort's stability.
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  });
+  size_t keep = order.size();
+  if (s.top_k > 0) keep = std::min<size_t>(keep, static_cast<size_t>(s.top_k));
+  std::vector<double> probs(keep);
+  const double top = logits[order[0]];
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i)
+    sum += probs[i] = std::exp((logits[order[i]] - top) / *s.temperature);
+  if (s.top_p < 1.0f) {
+    double cumulative = 0;
+    for (size_t i = 0; i < keep; ++i) {
+      cumulative += probs[i] / sum;
+      if (cumulative >= s.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    probs.resize(keep);
+    sum = std::accumulate(probs.begin(), probs.end(), 0.0);
+  }
+  double r = uniform() * sum;
+  for (size_t i = 0; i < keep; ++i) {
+    r -= probs[i];
+    if (r < 0) return order[i];
+  }
+  return order[keep - 1];
+}
+
+Generator::Generator(Engine& engine)
+    : engine_(engine), context_(engine.create_execution_context()) {
+  const LlamaConfig config = config_of(engine.metadata());
+  vocab_ = config.vocab_size;
+  auto it = engine.metadata().properties.find("model.max_seq_len");
+  max_seq_len_ = it != engine.metadata().properties.end() ? std::stoll(it->second)
+                                                          : config.max_position_embeddings;
+}
+
+Generator::~Generator() = default;
+
+Weights Generator::run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+                       const std::vector<int32_t>& seq_ids) {
+  const auto n = static_cast<int64_t>(ids.size());
+  for (int32_t id : ids)
+    check(id >= 0 && id < vocab_, ErrorCode::kINVALID_ARGUMENT,
+          "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+              std::to_string(vocab_) + ")");
+  context_->set_input("input_ids", Weights(DataType::kINT32, {n}, ids.data()));
+  context_->set_input("positions", Weights(DataType::kINT32, {n}, positions.data()));
+  context_->set_input("seq_ids", Weights(DataType::kINT32, {n}, seq_ids.data()));
+  context_->execute();
+  return context_->output("logits");
+}
+
+HostTensor Generator::logits(std::span<const int32_t> tokens) {
+  check(!tokens.empty(), ErrorCode::kINVALID_ARGUMENT, "logits of an empty token list");
+  check(static_cast<int64_t>(tokens.size()) <= max_seq_len_, ErrorCode::kINVALID_ARGUMENT,
+        std::to_string(tokens.size()) + " tokens exceed the engine's max sequence length " +
+            std::to_string(max_seq_len_));
+  context_->reset_kv_cache();
+  std::vector<int32_t> ids(tokens.begin(), tokens.end()), positions(tokens.size());
+  std::iota(positions.begin(), positions.end(), 0);
+  const std::vector<int32_t> seq(tokens.size(), 0);
+  return HostTensor::copy_of(run(ids, positions, seq));
+}
+
+std::vector<std::vector<int32_t>> Generator::generate(
+    const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& sampling) {
+  check(!prompts.empty(), ErrorCode::kINVALID_ARGUMENT, "generate: no prompts");
+  check(sampling.max_new_tokens >= 0, ErrorCode::kINVALID_ARGUMENT,
+        "max_new_tokens must not be negative");
+  check(!sampling.temperature || *sampling.temperature >= 0, ErrorCode::kINVALID_ARGUMENT,
+        "temperature must not be negative");
+  check(sampling.top_p > 0 && sampling.top_p <= 1, ErrorCode::kINVALID_ARGUMENT,
+        "top_p must be in (0, 1]");
+  const size_t n = prompts.size();
+  std::vector<std::vector<int32_t>> out = prompts;
+  std::vector<std::mt19937_64> rngs;
+  for (size_t i = 0; i < n; ++i) {
+    check(!prompts[i].empty(), ErrorCode::kINVALID_ARGUMENT,
+          "prompt " + std::to_string(i) + " is empty");
+    check(static_cast<int64_t>(prompts[i].size()) <= max_seq_len_, ErrorCode::kINVALID_ARGUMENT,
+          "prompt " + std::to_string(i) + " has " + std::to_string(prompts[i].size()) +
+              " tokens; the engine's max sequence length is " + std::to_string(max_seq_len_));
+    rngs.emplace_back(sampling.seed + i);
+  }
+  if (sampling.max_new_tokens == 0) return out;
+  context_->reset_kv_cache();
+  std::vector<bool> done(n, false);
+  std::vector<int32_t> ids, positions, seq_ids;
+  std::vector<size_t> last_row(n);  // row of each sequence's last token in the run
+  for (size_t i = 0; i < n; ++i)    // prefill: every prompt in one packed run
+    for (size_t p = 0; p < prompts[i].size(); ++p) {
+      ids.push_back(prompts[i][p]);
+      positions.push_back(static_cast<int32_t>(p));
+      seq_ids.push_back(static_cast<int32_t>(i));
+      last_row[i] = ids.size() - 1;
+    }
+  for (int64_t step = 0; step < sampling.max_new_tokens; ++step) {
+    const Weights logits = run(ids, positions, seq_ids);
+    const float* rows = logits.data<float>();
+    ids.clear(), positions.clear(), seq_ids.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (done[i]) continue;
+      std::uniform_real_distribution<double> dist(0.0, 1.0);
+      const int32_t token = sample_token({rows + last_row[i] * vocab_, static_cast<size_t>(vocab_)},
+                                         sampling, [&] { return dist(rngs[i]); });
+      out[i].push_back(token);
+      const bool stop = std::find(sampling.stop_tokens.begin(), sampling.stop_tokens.end(),
+                                  token) != sampling.stop_tokens.end();
+      const bool full = static_cast<int64_t>(out[i].size()) >= max_seq_len_;
+      if (full && !stop && step + 1 < sampling.max_new_tokens)
+        log_warning("sequence " + std::to_string(i) + " reached the engine's max sequence length " +
+                    std::to_string(max_seq_len_) + "; it stops there");
+      if (stop || full) {
+        done[i] = true;
+        continue;
+      }
+      ids.push_back(token);
+      positions.push_back(static_cast<int32_t>(out[i].size() - 1));
+      seq_ids.push_back(static_cast<int32_t>(i));
+      last_row[i] = ids.size() - 1;
+    }
+    if (progress_) progress_(step + 1);
+    if (ids.empty()) break;
+  }
+  return out;
+}
+
+}  // namespace bindery::models

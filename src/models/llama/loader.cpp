@@ -1,0 +1,145 @@
+// Binding Llama-family checkpoints: load_from_hf_checkpoint, build_llama, refit from a
+// checkpoint directory.
+
+#include <set>
+
+#include "bindery/builder.h"
+#include "bindery/engine.h"
+#include "bindery/error.h"
+#include "bindery/logging.h"
+#include "bindery/models/llama.h"
+#include "bindery/refitter.h"
+
+namespace bindery::models {
+namespace {
+
+std::string joined(const std::vector<std::string>& names, size_t limit = 20) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < limit; ++i) out += (i ? ", '" : "'") + names[i] + "'";
+  if (names.size() > limit) out += ", ... (" + std::to_string(names.size() - limit) + " more)";
+  return out;
+}
+
+std::string stored_text(const io::StoredTensor& t) {
+  return std::string(io::element_type_name(t.dtype)) + to_string(t.shape);
+}
+
+// The checkpoint tensor for a weight of `desc`, as a view when its type and layout already
+// are the weight's, else converted into `keep` (which must outlive the returned view).
+Weights weights_for(const io::CheckpointReader& reader, const std::string& name,
+                    const TensorDesc& desc, std::vector<HostTensor>& keep) {
+  const io::StoredTensor& t = reader.tensor(name);
+  check(t.shape == desc.dims, ErrorCode::kSHAPE_MISMATCH,
+        "tensor '" + name + "' in " + t.file + " is " + stored_text(t) + "; the model expects " +
+            to_string(desc));
+  check(io::is_floating(t.dtype) == is_floating(desc.dtype), ErrorCode::kDTYPE_MISMATCH,
+        "tensor '" + name + "' in " + t.file + " is " + stored_text(t) + "; the model expects " +
+            to_string(desc));
+  if (io::to_data_type(t.dtype) == desc.dtype && t.is_contiguous()) return reader.view(name);
+  keep.push_back(reader.read(name, desc.dtype));
+  return keep.back().view();
+}
+
+}  // namespace
+
+LoadedLlama load_from_hf_checkpoint(const std::string& dir, const Mapping& mapping,
+                                    std::optional<DataType> dtype) {
+  check(mapping.tp_size == 1 && mapping.tp_rank == 0, ErrorCode::kUNSUPPORTED,
+        "tensor-parallel loading (tp_size " + std::to_string(mapping.tp_size) +
+            ") is not supported yet; use tp_size 1");
+  LoadedLlama out;
+  out.config = LlamaConfig::load(dir);
+  const DataType type = dtype.value_or(out.config.dtype);
+  check(is_floating(type), ErrorCode::kDTYPE_MISMATCH,
+        "model weights must be f32, f16 or bf16, got " + std::string(dtype_name(type)));
+  out.checkpoint = std::make_unique<io::CheckpointReader>(io::CheckpointReader::open(dir));
+  out.model = std::make_unique<LlamaForCausalLM>(out.config, type);
+  const io::CheckpointReader& reader = *out.checkpoint;
+
+  auto params = out.model->named_parameters();
+  std::vector<std::string> missing;
+  for (const auto& p : params)
+    if (!reader.contains(p.name)) missing.push_back(p.name);
+  check(missing.empty(), ErrorCode::kNOT_FOUND,
+        "checkpoint " + dir + " lacks " + std::to_string(missing.size()) +
+            " tensor(s) the model needs: " + joined(missing, 1000));
+  std::vector<Weights> values;
+  std::vector<HostTensor> converted;
+  converted.reserve(params.size());  // views into it must not move
+  for (const auto& p : params)
+    values.push_back(weights_for(reader, p.name, {p.value.dtype(), p.value.shape()}, converted));
+  // Converted tensors are handed to their parameters; views borrow the checkpoint's memory.
+  size_t next_converted = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (next_converted < converted.size() && values[i].values == converted[next_converted].data())
+      params[i].value.set_value(std::move(converted[next_converted++]));
+    else
+      params[i].value.set_value(values[i]);
+  }
+  std::set<std::string> used;
+  for (const auto& p : params) used.insert(p.name);
+  for (const io::StoredTensor& t : reader.tensors())
+    if (!used.count(t.name)) out.unused.push_back(t.name);
+  if (!out.unused.empty())
+    log_warning("checkpoint " + dir + ": " + std::to_string(out.unused.size()) +
+                " tensor(s) not used by the model: " + joined(out.unused));
+  return out;
+}
+
+Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
+  const LoadedLlama loaded = load_from_hf_checkpoint(dir, {}, options.dtype);
+  const int64_t max_seq_len =
+      options.max_seq_len > 0 ? options.max_seq_len : loaded.config.max_position_embeddings;
+  Network network;
+  loaded.model->emit(network, max_seq_len);
+  BuilderConfig config;
+  if (options.refit || options.strip) config.set_flag(BuilderFlag::kREFIT);
+  if (options.strip) config.set_flag(BuilderFlag::kSTRIP_PLAN);
+  if (options.progress) config.set_progress(options.progress);
+  Plan plan = Builder().build(network, config);
+  auto& props = plan.mutable_metadata().properties;
+  props["model.family"] = "llama";
+  props["model.config"] = loaded.config.to_json();
+  props["model.max_seq_len"] = std::to_string(max_seq_len);
+  props["model.dtype"] = std::string(dtype_name(loaded.model->dtype()));
+  return plan;
+}
+
+LlamaConfig config_of(const PlanMetadata& plan) {
+  auto it = plan.properties.find("model.config");
+  check(it != plan.properties.end(), ErrorCode::kINVALID_ARGUMENT,
+        "the plan was not built from a Llama-family model (it has no model.config property)");
+  return LlamaConfig::from_json(it->second, "the plan's model.config");
+}
+
+RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
+  const io::CheckpointReader reader = io::CheckpointReader::open(dir);
+  Refitter refitter(engine);
+  const std::vector<std::string> names = refitter.all_weights();
+  check(!names.empty(), ErrorCode::kNOT_REFITTABLE,
+        "the engine has no refittable weights (build it with --refit or --strip)");
+  std::vector<std::string> missing;
+  for (const std::string& n : names)
+    if (!reader.contains(n)) missing.push_back(n);
+  check(missing.empty(), ErrorCode::kNOT_FOUND,
+        "checkpoint " + dir + " lacks " + std::to_string(missing.size()) +
+            " weight(s) the engine needs: " + joined(missing, 1000));
+  RefitSummary summary;
+  std::vector<HostTensor> converted;
+  converted.reserve(names.size());
+  for (const std::string& n : names) {
+    const Weights w = weights_for(reader, n, refitter.weights_prototype(n), converted);
+    refitter.set_named_weights(n, w);
+    summary.bytes_read += w.size_bytes();
+    ++summary.weights_set;
+  }
+  const int slots = static_cast<int>(engine.metadata().slots.size());
+  std::vector<uint64_t> before(slots);
+  for (int i = 0; i < slots; ++i) before[i] = engine.slot_checksum(i);
+  refitter.refit();
+  summary.slots_total = slots;
+  for (int i = 0; i < slots; ++i) summary.slots_changed += engine.slot_checksum(i) != before[i];
+  return summary;
+}
+
+}  // namespace bindery::models

@@ -1,0 +1,164 @@
+// LlamaForCausalLM: the module tree and what it emits.
+
+#include <cmath>
+
+#include "bindery/error.h"
+#include "bindery/models/llama.h"
+#include "bindery/nn/emitter.h"
+#include "models/llama/rope.h"
+
+namespace bindery::models {
+namespace {
+
+UnaryOp activation(const std::string& act) {
+  if (act == "silu") return UnaryOp::kSILU;
+  if (act == "gelu") return UnaryOp::kGELU_ERF;
+  if (act == "gelu_pytorch_tanh") return UnaryOp::kGELU_TANH;
+  return UnaryOp::kRELU;  // the config reader admits nothing else
+}
+
+// The token stream every attention layer reads alongside its activations.
+struct Stream {
+  Tensor* positions;
+  Tensor* seq_ids;
+  int64_t max_seq_len;
+};
+
+class LlamaAttention : public nn::Module {
+ public:
+  LlamaAttention(const LlamaConfig& c, DataType dtype, int64_t layer) : c_(c), layer_(layer) {
+    q_proj_ = add_linear("q_proj", c.hidden_size, c.q_size(), c.qkv_bias(), dtype);
+    k_proj_ = add_linear("k_proj", c.hidden_size, c.kv_size(), c.qkv_bias(), dtype);
+    v_proj_ = add_linear("v_proj", c.hidden_size, c.kv_size(), c.qkv_bias(), dtype);
+    o_proj_ = add_linear("o_proj", c.q_size(), c.hidden_size, c.o_bias(), dtype);
+  }
+  std::string_view type_name() const override { return "LlamaAttention"; }
+
+  Tensor* forward(nn::Emitter& em, Tensor* x, const Stream& s) {
+    Network& net = em.network();
+    Tensor* q = q_proj_->forward(em, x);
+    Tensor* k = k_proj_->forward(em, x);
+    Tensor* v = v_proj_->forward(em, x);
+    Layer* rq =
+        net.add_rotary(q, s.positions, s.seq_ids, rotary_params(c_, c_.num_attention_heads));
+    em.name_layer(rq, *this, "rotary_q");
+    Layer* rk =
+        net.add_rotary(k, s.positions, s.seq_ids, rotary_params(c_, c_.num_key_value_heads));
+    em.name_layer(rk, *this, "rotary_k");
+    AttentionParams p;
+    p.num_heads = c_.num_attention_heads;
+    p.num_kv_heads = c_.num_key_value_heads;
+    p.head_dim = c_.head_dim;
+    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c_.head_dim)));
+    p.sliding_window = c_.sliding_window.value_or(0);
+    p.max_seq_len = s.max_seq_len;
+    p.cache_index = layer_;
+    Layer* attn = net.add_attention(rq->output(0), rk->output(0), v, s.positions, s.seq_ids, p);
+    em.name_layer(attn, *this, "attention");
+    return o_proj_->forward(em, attn->output(0));
+  }
+
+ private:
+  nn::Linear* add_linear(const char* name, int64_t in, int64_t out, bool bias, DataType dtype) {
+    return register_module(name, std::make_unique<nn::Linear>(in, out, bias, dtype));
+  }
+  const LlamaConfig& c_;
+  int64_t layer_;
+  nn::Linear *q_proj_, *k_proj_, *v_proj_, *o_proj_;
+};
+
+class LlamaMlp : public nn::Module {
+ public:
+  LlamaMlp(const LlamaConfig& c, DataType dtype) : act_(activation(c.hidden_act)) {
+    gate_proj_ = register_module(
+        "gate_proj",
+        std::make_unique<nn::Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, dtype));
+    up_proj_ = register_module(
+        "up_proj",
+        std::make_unique<nn::Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, dtype));
+    down_proj_ = register_module(
+        "down_proj",
+        std::make_unique<nn::Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias, dtype));
+  }
+  std::string_view type_name() const override { return "LlamaMlp"; }
+
+  Tensor* forward(nn::Emitter& em, Tensor* x) {
+    Network& net = em.network();
+    Layer* act = net.add_unary(gate_proj_->forward(em, x), act_);
+    em.name_layer(act, *this, "act");
+    Layer* gated =
+        net.add_elementwise(act->output(0), up_proj_->forward(em, x), ElementwiseOp::kPROD);
+    em.name_layer(gated, *this, "gated");
+    return down_proj_->forward(em, gated->output(0));
+  }
+
+ private:
+  UnaryOp act_;
+  nn::Linear *gate_proj_, *up_proj_, *down_proj_;
+};
+
+}  // namespace
+
+class LlamaDecoderLayer : public nn::Module {
+ public:
+  LlamaDecoderLayer(const LlamaConfig& c, DataType dtype, int64_t layer) {
+    const auto eps = static_cast<float>(c.rms_norm_eps);
+    input_layernorm_ = register_module("input_layernorm",
+                                       std::make_unique<nn::RmsNorm>(c.hidden_size, eps, dtype));
+    self_attn_ = register_module("self_attn", std::make_unique<LlamaAttention>(c, dtype, layer));
+    post_attention_layernorm_ = register_module(
+        "post_attention_layernorm", std::make_unique<nn::RmsNorm>(c.hidden_size, eps, dtype));
+    mlp_ = register_module("mlp", std::make_unique<LlamaMlp>(c, dtype));
+  }
+  std::string_view type_name() const override { return "LlamaDecoderLayer"; }
+
+  Tensor* forward(nn::Emitter& em, Tensor* x, const Stream& s) {
+    Network& net = em.network();
+    Tensor* attn = self_attn_->forward(em, input_layernorm_->forward(em, x), s);
+    Layer* r1 = net.add_elementwise(x, attn, ElementwiseOp::kSUM);
+    em.name_layer(r1, *this, "residual_attn");
+    Tensor* mlp = mlp_->forward(em, post_attention_layernorm_->forward(em, r1->output(0)));
+    Layer* r2 = net.add_elementwise(r1->output(0), mlp, ElementwiseOp::kSUM);
+    em.name_layer(r2, *this, "residual_mlp");
+    return r2->output(0);
+  }
+
+ private:
+  nn::RmsNorm* input_layernorm_;
+  LlamaAttention* self_attn_;
+  nn::RmsNorm* post_attention_layernorm_;
+  LlamaMlp* mlp_;
+};
+
+LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, DataType dtype)
+    : config_(std::move(config)), dtype_(dtype) {
+  const LlamaConfig& c = config_;
+  auto* model = register_module("model", std::make_unique<nn::Module>());
+  embed_tokens_ = model->register_module(
+      "embed_tokens", std::make_unique<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
+  layers_ = model->register_module("layers", std::make_unique<nn::ModuleList>());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    layers_->append(std::make_unique<LlamaDecoderLayer>(c, dtype, i));
+  norm_ = model->register_module(
+      "norm",
+      std::make_unique<nn::RmsNorm>(c.hidden_size, static_cast<float>(c.rms_norm_eps), dtype));
+  lm_head_ = register_module(
+      "lm_head", std::make_unique<nn::Linear>(c.hidden_size, c.vocab_size, false, dtype));
+  if (c.tie_word_embeddings) lm_head_->tie_parameter("weight", embed_tokens_->weight());
+}
+
+void LlamaForCausalLM::emit(Network& network, int64_t max_seq_len) {
+  check(max_seq_len > 0, ErrorCode::kINVALID_ARGUMENT,
+        "max_seq_len must be positive, got " + std::to_string(max_seq_len));
+  nn::Emitter em(network);
+  Tensor* ids = network.add_input("input_ids", DataType::kINT32, {kDYNAMIC});
+  const Stream s{network.add_input("positions", DataType::kINT32, {kDYNAMIC}),
+                 network.add_input("seq_ids", DataType::kINT32, {kDYNAMIC}), max_seq_len};
+  Tensor* x = embed_tokens_->forward(em, ids);
+  for (nn::Module* layer : *layers_) x = static_cast<LlamaDecoderLayer*>(layer)->forward(em, x, s);
+  Tensor* logits = lm_head_->forward(em, norm_->forward(em, x));
+  logits->set_name("logits");
+  network.mark_output(logits);
+}
+
+}  // namespace bindery::models
