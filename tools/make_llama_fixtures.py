@@ -13,6 +13,7 @@ a golden.safetensors beside it holding, for each prompt i:
 Weights are drawn with a large initializer_range so that logits are peaked, and a model's seed
 is the first (in a fixed order) whose greedy tokens survive rounding its weights to bf16.
 """
+import json
 import os
 import sys
 
@@ -92,7 +93,45 @@ def make(name, config_cls, model_cls, extra, seed):
     return True
 
 
+# transformers 4.x spelling (rope_theta + rope_scaling): bindery must read both spellings.
+ROPE_CASES = {
+    "default": None,
+    "linear": {"type": "linear", "factor": 4.0},
+    "dynamic": {"rope_type": "dynamic", "factor": 2.0},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    "yarn_mscale": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                    "mscale": 0.707, "mscale_all_dim": 1.0, "beta_fast": 16, "beta_slow": 2},
+}
+
+
+def rope_cases():
+    """inv_freq and attention factor per rope type, from transformers' own functions."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    cases = []
+    for name, scaling in ROPE_CASES.items():
+        config_json = {"model_type": "llama", "vocab_size": 256, "hidden_size": 128,
+                       "intermediate_size": 256, "num_hidden_layers": 1,
+                       "num_attention_heads": 4, "num_key_value_heads": 2,
+                       "max_position_embeddings": 256, "rope_theta": 50000.0,
+                       "rope_scaling": scaling, "torch_dtype": "float32"}
+        config = LlamaConfig(**{k: v for k, v in config_json.items() if k != "model_type"})
+        rope_type = config.rope_parameters["rope_type"]
+        if rope_type == "default":
+            base = config.rope_parameters["rope_theta"]
+            inv_freq = 1.0 / (base ** (torch.arange(0, 32, 2, dtype=torch.int64).float() / 32))
+            factor = 1.0
+        else:
+            inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu")
+        cases.append({"name": name, "config": config_json, "inv_freq": inv_freq.tolist(),
+                      "attention_factor": float(factor)})
+    with open(os.path.join(OUT, "rope_cases.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+
+
 def main():
+    rope_cases()
     for name, (config_cls, model_cls, extra, seed) in MODELS.items():
         # Seeds are tried in a fixed order, so the output is reproducible.
         while not make(name, config_cls, model_cls, extra, seed):
