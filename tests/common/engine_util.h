@@ -12,6 +12,7 @@
 #include "bindery/engine.h"
 #include "bindery/error.h"
 #include "bindery/models/examples.h"
+#include "common/error_util.h"
 
 namespace bindery::testing {
 
@@ -48,12 +49,8 @@ inline std::vector<uint64_t> slot_checksums(const Engine& e) {
 /// Expects `fn` to throw bindery::Error with `code`.
 template <class Fn>
 void expect_error(ErrorCode code, Fn&& fn) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected " << error_code_name(code) << ", nothing was thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-  }
+  std::string message;
+  EXPECT_EQ(error_of(fn, &message), code) << message;
 }
 
 /// The two example networks with their inputs, as test parameters.

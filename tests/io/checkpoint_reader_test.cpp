@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bindery/error.h"
+#include "common/error_util.h"
 
 namespace bindery::io {
 namespace {
@@ -23,17 +24,7 @@ nlohmann::json expected_tensors() {
   return nlohmann::json::parse(in).at("tensors");
 }
 
-template <class Fn>
-ErrorCode error_of(Fn&& fn, std::string* message = nullptr) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    if (message) *message = e.what();
-    return e.code();
-  }
-  ADD_FAILURE() << "no bindery::Error thrown";
-  return ErrorCode::kINTERNAL;
-}
+using bindery::testing::error_of;
 
 // Compares what `reader` reads for `expected` (one entry of expected.json) with its values.
 void expect_values(const CheckpointReader& reader, const nlohmann::json& expected) {

@@ -7,6 +7,7 @@
 
 #include "bindery/engine.h"
 #include "bindery/error.h"
+#include "common/error_util.h"
 #include "bindery/io/checkpoint_reader.h"
 #include "bindery/io/safetensors.h"
 #include "bindery/models/generation.h"
@@ -24,17 +25,7 @@ std::unique_ptr<Engine> engine_of(const char* model, LlamaBuildOptions options =
   return Engine::create(build_llama((kLLAMA / model).string(), options));
 }
 
-template <class Fn>
-ErrorCode error_of(Fn&& fn, std::string* message = nullptr) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    if (message) *message = e.what();
-    return e.code();
-  }
-  ADD_FAILURE() << "no bindery::Error thrown";
-  return ErrorCode::kINTERNAL;
-}
+using bindery::testing::error_of;
 
 TEST(LlamaGeneration, BatchEqualsOneByOneGreedyAndSampled) {
   auto engine = engine_of("mistral");  // sliding window: the cache path that differs most
