@@ -46,7 +46,10 @@ std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 std::string token_list(const std::vector<int32_t>& tokens) {
   std::string s;
-  for (size_t i = 0; i < tokens.size(); ++i) s += (i ? "," : "") + std::to_string(tokens[i]);
+  for (int32_t t : tokens) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(t);
+  }
   return s;
 }
 
@@ -178,7 +181,7 @@ TEST_F(CliLlama, RefitPlanFromOtherCheckpointGivesItsGoldens) {
       ok("refit " + quoted(plan.string()) + " --from " + quoted((kLLAMA / "llama_gqa_b").string()) +
          " -o " + quoted(out.string()));
   EXPECT_TRUE(std::regex_search(
-      said, std::regex("^refit [0-9]+ weights from .*llama_gqa_b': [0-9]+ of [0-9]+ slots changed, "
+      said, std::regex("^refit [0-9]+ weights from .*llama_gqa_b: [0-9]+ of [0-9]+ slots changed, "
                        "[0-9.]+ [KM]?i?B in [0-9.]+ s\\n")))
       << said;
   EXPECT_EQ(read_text(plan), before) << "refit -o must not touch its input";
@@ -238,9 +241,16 @@ TEST_F(CliLlama, FailedRefitLeavesPlanUntouched) {
   EXPECT_NE(r.err.find(k), std::string::npos) << r.err;
   EXPECT_EQ(read_text(plan), before);
 
-  // Another architecture's checkpoint (qwen2 has q/k/v biases, other shapes) is refused too.
+  // Other architectures are refused by their config, field by field: llama3 ties its
+  // embeddings; qwen2 has every tensor llama_gqa needs, same shapes, plus q/k/v biases.
+  r = run("refit " + quoted(plan.string()) + " --from " + quoted((kLLAMA / "llama3").string()));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("tie_word_embeddings"), std::string::npos) << r.err;
+  EXPECT_EQ(read_text(plan), before);
   r = run("refit " + quoted(plan.string()) + " --from " + quoted((kLLAMA / "qwen2").string()));
   EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("model_type, "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("attention_bias"), std::string::npos) << r.err;
   EXPECT_EQ(read_text(plan), before);
   // Nothing but the plan (no temporary file) is left beside it.
   for (const auto& e : fs::directory_iterator(dir_))
@@ -275,10 +285,13 @@ TEST_F(CliLlama, BadTokenListsAreRefusedNamingThePiece) {
 }
 
 // (e) A bf16 engine stays close to transformers' fp32 logits and picks the same greedy tokens
-// for the first 8 new tokens. Measured max |diff| over the three prompts: see kBF16_TOLERANCE.
+// for the first 8 new tokens.
 TEST_F(CliLlama, Bf16BuildIsCloseToFp32Goldens) {
-  // Measured 0.0 (set below after measuring); bf16 weights and fp32 activations.
-  constexpr float kBF16_TOLERANCE = 1e-1f;
+  // bf16 weights (rounded to 8 significant bits), f32 activations.
+  // Measured max |diff| from the fp32 goldens: 0.186 (prompt 0), 0.057 (prompt 1), 0.130
+  // (prompt 2), on logits up to 7.4 in magnitude; transformers' own bf16 run (logits_bf16 in
+  // golden.safetensors, bf16 activations too) is further off: 0.287, 0.087, 0.214.
+  constexpr float kBF16_TOLERANCE = 0.25f;
   const fs::path plan = path("bf16.plan");
   build("llama_gqa", plan, "--dtype bfloat16");
   EXPECT_EQ(Plan::load(plan.string()).metadata().properties.at("model.dtype"), "bf16");
@@ -317,8 +330,8 @@ TEST_F(CliLlama, SamplingIsSeededAndStopTokensEndGeneration) {
   // The text forms.
   const std::string text =
       ok("generate " + quoted(plan.string()) + " --tokens 1,77,13 " + "--max-new-tokens 12");
-  std::string expected;
-  for (size_t i = 0; i < greedy.size(); ++i) expected += (i ? " " : "") + std::to_string(greedy[i]);
+  std::string expected = token_list(greedy);
+  std::replace(expected.begin(), expected.end(), ',', ' ');
   EXPECT_EQ(text, expected + "\n");
   const std::string human = ok("logits " + quoted(plan.string()) + " --tokens 1,77,13");
   EXPECT_NE(human.find("3 positions x 256 logits"), std::string::npos) << human;

@@ -7,11 +7,11 @@
 
 #include "bindery/engine.h"
 #include "bindery/error.h"
-#include "common/error_util.h"
 #include "bindery/io/checkpoint_reader.h"
 #include "bindery/io/safetensors.h"
 #include "bindery/models/generation.h"
 #include "bindery/models/llama.h"
+#include "common/error_util.h"
 
 namespace bindery::models {
 namespace {
@@ -99,11 +99,19 @@ TEST(LlamaRefit, FrozenEngineRefusesAndWrongArchitectureIsNamed) {
             ErrorCode::kNOT_REFITTABLE);
   auto engine = engine_of("llama_gqa", {.refit = true});
   std::string message;
-  // llama3 ties its head to the embedding, so its checkpoint has no lm_head.weight.
+  // llama3 ties its head to the embedding and scales its rope: named field by field.
   EXPECT_EQ(
       error_of([&] { refit_from_hf_checkpoint(*engine, (kLLAMA / "llama3").string()); }, &message),
-      ErrorCode::kNOT_FOUND);
-  EXPECT_NE(message.find("lm_head.weight"), std::string::npos) << message;
+      ErrorCode::kINVALID_ARGUMENT);
+  EXPECT_NE(message.find("tie_word_embeddings, rope_type"), std::string::npos) << message;
+  // qwen2 has every tensor llama_gqa needs, with the same shapes (plus biases): refused by
+  // its config, before any weight is touched.
+  const uint64_t version = engine->weights_version();
+  EXPECT_EQ(
+      error_of([&] { refit_from_hf_checkpoint(*engine, (kLLAMA / "qwen2").string()); }, &message),
+      ErrorCode::kINVALID_ARGUMENT);
+  EXPECT_NE(message.find("model_type"), std::string::npos) << message;
+  EXPECT_EQ(engine->weights_version(), version);
 }
 
 class LlamaLoaderDir : public ::testing::Test {

@@ -13,6 +13,11 @@ using Command = std::function<int()>;
 Command add_inspect(CLI::App& app);
 Command add_example(CLI::App& app);
 Command add_build_example(CLI::App& app);
+// The Llama family (llama_common.h holds what they share).
+Command add_build(CLI::App& app);
+Command add_logits(CLI::App& app);
+Command add_generate(CLI::App& app);
+Command add_refit(CLI::App& app);
 
 /// `bindery inspect` on a checkpoint file or directory (exit code).
 int inspect_checkpoint(const std::string& path, bool as_json);

@@ -18,6 +18,10 @@ int main(int argc, char** argv) {
   add(bindery::cli::add_inspect);
   add(bindery::cli::add_example);
   add(bindery::cli::add_build_example);
+  add(bindery::cli::add_build);
+  add(bindery::cli::add_logits);
+  add(bindery::cli::add_generate);
+  add(bindery::cli::add_refit);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [sub, run] : commands)

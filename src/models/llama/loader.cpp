@@ -112,7 +112,43 @@ LlamaConfig config_of(const PlanMetadata& plan) {
   return LlamaConfig::from_json(it->second, "the plan's model.config");
 }
 
+namespace {
+
+// A checkpoint of another architecture can have every tensor the engine needs with the right
+// shapes (qwen2 into a llama engine: its biases would just go unused), so the configs must agree
+// on everything that changes what the network computes.
+void check_same_architecture(const PlanMetadata& plan, const std::string& dir) {
+  if (!plan.properties.count("model.config")) return;  // not built by build_llama
+  const LlamaConfig built = config_of(plan);
+  const LlamaConfig given = LlamaConfig::load(dir);
+  std::string differences;
+  const auto compare = [&](const char* field, const auto& a, const auto& b) {
+    if (a != b) differences += std::string(differences.empty() ? "" : ", ") + field;
+  };
+  compare("model_type", built.model_type, given.model_type);
+  compare("hidden_size", built.hidden_size, given.hidden_size);
+  compare("intermediate_size", built.intermediate_size, given.intermediate_size);
+  compare("num_hidden_layers", built.num_hidden_layers, given.num_hidden_layers);
+  compare("num_attention_heads", built.num_attention_heads, given.num_attention_heads);
+  compare("num_key_value_heads", built.num_key_value_heads, given.num_key_value_heads);
+  compare("head_dim", built.head_dim, given.head_dim);
+  compare("vocab_size", built.vocab_size, given.vocab_size);
+  compare("attention_bias", built.qkv_bias(), given.qkv_bias());
+  compare("mlp_bias", built.mlp_bias, given.mlp_bias);
+  compare("tie_word_embeddings", built.tie_word_embeddings, given.tie_word_embeddings);
+  compare("rope_type", built.rope.type, given.rope.type);
+  compare("rope_theta", built.rope.theta, given.rope.theta);
+  compare("rope factor", built.rope.factor, given.rope.factor);
+  compare("sliding_window", built.sliding_window, given.sliding_window);
+  check(differences.empty(), ErrorCode::kINVALID_ARGUMENT,
+        "checkpoint " + dir + " is not the architecture the engine was built from (" +
+            built.model_type + "): its config.json differs in " + differences);
+}
+
+}  // namespace
+
 RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
+  check_same_architecture(engine.metadata(), dir);
   const io::CheckpointReader reader = io::CheckpointReader::open(dir);
   Refitter refitter(engine);
   const std::vector<std::string> names = refitter.all_weights();

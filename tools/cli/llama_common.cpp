@@ -1,0 +1,90 @@
+#include "llama_common.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <iostream>
+#include <limits>
+
+#include "bindery/error.h"
+#include "bindery/models/llama.h"
+
+namespace bindery::cli {
+
+namespace {
+
+std::string_view trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::vector<int32_t> parse_token_list(const std::string& text, const std::string& option) {
+  check(!trimmed(text).empty(), ErrorCode::kINVALID_ARGUMENT,
+        option + ": the token list is empty; give token ids separated by commas, e.g. 1,2,3");
+  std::vector<int32_t> tokens;
+  std::string_view rest = text;
+  for (size_t index = 0;; ++index) {
+    const size_t comma = rest.find(',');
+    const std::string_view piece = trimmed(rest.substr(0, comma));
+    const std::string where = option + ": token " + std::to_string(index) + " ";
+    check(!piece.empty(), ErrorCode::kINVALID_ARGUMENT,
+          where + "is empty in '" + text + "'; give token ids separated by commas, e.g. 1,2,3");
+    int64_t value = 0;
+    const auto [end, ec] = std::from_chars(piece.data(), piece.data() + piece.size(), value);
+    const bool whole = ec == std::errc() && end == piece.data() + piece.size();
+    check(whole || ec == std::errc::result_out_of_range, ErrorCode::kINVALID_ARGUMENT,
+          where + "'" + std::string(piece) + "' is not a token id (a non-negative integer)");
+    check(ec != std::errc::result_out_of_range && value <= std::numeric_limits<int32_t>::max(),
+          ErrorCode::kINVALID_ARGUMENT,
+          where + "'" + std::string(piece) + "' is out of range (token ids are int32)");
+    check(value >= 0, ErrorCode::kINVALID_ARGUMENT,
+          where + "'" + std::string(piece) + "' is negative; token ids are non-negative");
+    tokens.push_back(static_cast<int32_t>(value));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return tokens;
+}
+
+void print_json(const nlohmann::json& j) { std::cout << j.dump() << "\n" << std::flush; }
+
+TtyProgress::TtyProgress(std::string label)
+    : label_(std::move(label)), enabled_(isatty(STDERR_FILENO) == 1) {}
+
+TtyProgress::~TtyProgress() {
+  if (drawn_) std::fprintf(stderr, "\r\033[K");
+}
+
+void TtyProgress::update(const std::string& what, int64_t done, int64_t total) {
+  if (!enabled_) return;
+  if (total > 0)
+    std::fprintf(stderr, "\r\033[K%s [%lld/%lld] %s", label_.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total), what.c_str());
+  else
+    std::fprintf(stderr, "\r\033[K%s %s", label_.c_str(), what.c_str());
+  std::fflush(stderr);
+  drawn_ = true;
+}
+
+std::function<void(const std::string&, int64_t, int64_t)> TtyProgress::callback() {
+  if (!enabled_) return {};
+  return
+      [this](const std::string& what, int64_t done, int64_t total) { update(what, done, total); };
+}
+
+std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
+                                          const std::string& weights_dir) {
+  auto engine = Engine::load(plan_path);
+  if (!weights_dir.empty()) models::refit_from_hf_checkpoint(*engine, weights_dir);
+  check(engine->weights_complete(), ErrorCode::kMISSING_WEIGHTS,
+        "plan " + plan_path +
+            " is stripped (its weights were left out): pass --weights <model_dir> to refit it "
+            "from a checkpoint before running");
+  return engine;
+}
+
+}  // namespace bindery::cli

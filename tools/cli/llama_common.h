@@ -1,0 +1,62 @@
+#pragma once
+// Helpers shared by the Llama commands (build, logits, generate, refit): token lists from the
+// command line, JSON on stdout, progress on a terminal, and engines whose weights come from a
+// checkpoint directory.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "bindery/engine.h"
+
+namespace bindery::cli {
+
+/// "1,2,3" -> {1, 2, 3} (spaces around a piece are allowed). `option` names the option in
+/// messages ("--tokens"). Throws Error(kINVALID_ARGUMENT) naming the option and the bad piece
+/// for an empty list, an empty piece, a piece that is not an integer, a negative id or one
+/// past the int32 range.
+std::vector<int32_t> parse_token_list(const std::string& text, const std::string& option);
+
+/// Prints `j` compactly on stdout, then a newline. Doubles keep enough digits to round-trip
+/// (store floats as double to keep every bit of them).
+void print_json(const nlohmann::json& j);
+
+/// One line of progress on stderr, redrawn in place; silent unless stderr is a terminal, so
+/// logs and scripts never see it. The line is cleared when the object dies. Not thread-safe.
+class TtyProgress {
+ public:
+  explicit TtyProgress(std::string label);
+  ~TtyProgress();
+  TtyProgress(const TtyProgress&) = delete;
+  TtyProgress& operator=(const TtyProgress&) = delete;
+
+  bool enabled() const { return enabled_; }
+  /// "<label> [done/total] what" (total 0: no counts).
+  void update(const std::string& what, int64_t done = 0, int64_t total = 0);
+  /// update() as a BuilderConfig progress callback; empty when not enabled. The callback
+  /// borrows this object, which must outlive it.
+  std::function<void(const std::string&, int64_t, int64_t)> callback();
+
+ private:
+  std::string label_;
+  bool enabled_ = false;
+  bool drawn_ = false;
+};
+
+/// Engine::load of `plan_path`; when `weights_dir` is not empty, every refittable weight is
+/// then refit from the checkpoint there (refit_from_hf_checkpoint: a stripped plan is fine).
+/// Throws kMISSING_WEIGHTS, naming the plan and the way out, when the engine still misses
+/// weights (a stripped plan run without --weights).
+std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
+                                          const std::string& weights_dir);
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace bindery::cli

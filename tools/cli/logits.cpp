@@ -1,0 +1,60 @@
+// bindery logits <plan> --tokens 1,2,3 [--weights <model_dir>] [--json]: the logits a Llama
+// plan gives at every position of one sequence. --json prints {"logits": [[...], ...]} (one
+// row of vocab floats per token, each printed so it parses back to the same float); the text
+// form prints the argmax of each row.
+
+#include <algorithm>
+#include <cstdio>
+
+#include "bindery/models/generation.h"
+#include "commands.h"
+#include "llama_common.h"
+
+namespace bindery::cli {
+
+Command add_logits(CLI::App& app) {
+  struct Options {
+    std::string plan, tokens, weights;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("logits", "Run a Llama plan on a token list and print its logits");
+  cmd->add_option("plan", o->plan, "Plan file (built by bindery build)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--tokens", o->tokens, "Token ids, comma-separated (e.g. 1,2,3)")->required();
+  cmd->add_option("--weights", o->weights,
+                  "Refit the plan from this checkpoint directory first (needed for stripped "
+                  "plans)")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_flag("--json", o->json, "Print {\"logits\": [[...] one row per position]}");
+  return [o] {
+    const std::vector<int32_t> tokens = parse_token_list(o->tokens, "--tokens");
+    auto engine = load_llama_engine(o->plan, o->weights);
+    models::Generator generator(*engine);
+    const HostTensor logits = generator.logits(tokens);
+    const int64_t rows = logits.shape()[0], vocab = logits.shape()[1];
+    const float* data = logits.data_as<float>();
+    if (o->json) {
+      nlohmann::json j = nlohmann::json::array();
+      for (int64_t r = 0; r < rows; ++r) {
+        nlohmann::json row = nlohmann::json::array();
+        for (int64_t v = 0; v < vocab; ++v) row.push_back(static_cast<double>(data[r * vocab + v]));
+        j.push_back(std::move(row));
+      }
+      print_json({{"logits", std::move(j)}});
+      return 0;
+    }
+    std::printf("%lld positions x %lld logits\n", static_cast<long long>(rows),
+                static_cast<long long>(vocab));
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = data + r * vocab;
+      const auto best = std::max_element(row, row + vocab) - row;
+      std::printf("  position %lld  token %d  argmax %lld  logit %.6g\n", static_cast<long long>(r),
+                  tokens[static_cast<size_t>(r)], static_cast<long long>(best), row[best]);
+    }
+    return 0;
+  };
+}
+
+}  // namespace bindery::cli
