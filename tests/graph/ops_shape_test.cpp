@@ -54,7 +54,7 @@ TEST(OpsVocabulary, NamesAreStable) {
 }
 
 TEST(OpsVocabulary, DefaultParamsMatchTheirLayerType) {
-  for (int t = 0; t <= static_cast<int>(LayerType::kPOOLING); ++t) {
+  for (int t = 0; t <= static_cast<int>(LayerType::kATTENTION); ++t) {
     const auto type = static_cast<LayerType>(t);
     EXPECT_TRUE(params_match(type, default_params(type))) << layer_type_name(type);
   }

@@ -55,6 +55,7 @@ inline PlanMetadata sample_metadata() {
   m.flags.set(BuilderFlag::kREFIT);
   m.flags.set(BuilderFlag::kFP16);
   m.weights_version = 0xfedcba9876543210ull;  // needs all 64 bits
+  m.properties = {{"model.family", "llama"}, {"model.config", "{\"vocab_size\": 8}"}};
   const auto source = [&](std::string name, DataType t, Dims d, bool refit,
                           std::optional<uint64_t> hash = std::nullopt) {
     m.sources.push_back({std::move(name), {t, std::move(d)}, refit, hash});
@@ -138,6 +139,11 @@ inline PlanMetadata sample_metadata() {
   t = add("bn", LayerType::kBATCHNORM, BatchNormParams{1e-3f}, {t, 2, 2, 2, 2});
   t = add("pool", LayerType::kPOOLING,
           PoolingParams{PoolingType::kAVERAGE, {3, 3}, {1, 2}, {1, 1}, true}, {t});
+  // Decoder ops (their params only: the graph is never run).
+  add("rope", LayerType::kROTARY,
+      RotaryParams{2, 8, {1.0f, 0.125f, 1e-3f}, 1.25f, 2.0f, 500000.0f, 4096}, {6, 6, -1});
+  add("attn", LayerType::kATTENTION, AttentionParams{4, 2, 8, 0.35355339f, 16, 2048, 3},
+      {6, 6, 6, 6, 6});
   g.tensors[static_cast<size_t>(t)].is_output = true;
   g.tensors[7].is_debug = true;
   g.inputs = {6};
@@ -191,6 +197,14 @@ inline auto fields(const BatchNormParams& p) { return std::tie(p.epsilon); }
 inline auto fields(const PoolingParams& p) {
   return std::tie(p.type, p.window, p.stride, p.padding, p.count_include_pad);
 }
+inline auto fields(const RotaryParams& p) {
+  return std::tie(p.num_heads, p.head_dim, p.inv_freq, p.attention_factor, p.dynamic_factor,
+                  p.theta, p.dynamic_max_positions);
+}
+inline auto fields(const AttentionParams& p) {
+  return std::tie(p.num_heads, p.num_kv_heads, p.head_dim, p.scale, p.sliding_window, p.max_seq_len,
+                  p.cache_index);
+}
 
 inline void expect_same_params(const LayerParams& a, const LayerParams& b, const std::string& at) {
   ASSERT_EQ(a.index(), b.index()) << at;
@@ -239,6 +253,7 @@ inline void expect_same_recipe(const Recipe& a, const Recipe& b, const std::stri
 inline void expect_same_metadata(const PlanMetadata& a, const PlanMetadata& b) {
   EXPECT_EQ(a.flags.bits, b.flags.bits);
   EXPECT_EQ(a.weights_version, b.weights_version);
+  EXPECT_EQ(a.properties, b.properties);
   EXPECT_EQ(a.stripped, b.stripped);
   EXPECT_EQ(a.refit_info, b.refit_info);
   EXPECT_EQ(a.blob_size, b.blob_size);
