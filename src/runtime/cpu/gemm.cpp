@@ -60,6 +60,35 @@ Tiles tiles_for(int64_t m, int64_t n, int64_t k) {
   return {tile_m, tile_n, ceil_div(m, tile_m), ceil_div(n, tile_n)};
 }
 
+// A few rows of A (decoding one token per sequence): memory-bound, since every weight is
+// read for a handful of multiply-adds. Each row is a matrix-vector product over column blocks
+// of B spread across the cores, one sgemv call each. Blocks are cut by shape only, and each
+// C element is one block's sum, so results stay deterministic; and a row gives the same bits
+// whether it comes alone or with others (batched decoding equals one-by-one decoding).
+constexpr int64_t kGEMV_ROWS = 8;
+constexpr int64_t kGEMV_MIN_WORK = 1 << 16;  // n * k below this: one sgemm call is cheaper
+
+void gemv_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  // Blocks start at multiples of 16 columns, so a column lands in the same place of sgemv's
+  // unrolled groups however wide the caller's C is (matmul widens f16/bf16 b in panels).
+  const int64_t block = ceil_div(std::max<int64_t>(16, ceil_div(n, 64)), 16) * 16;
+  const int64_t blocks = ceil_div(n, block);
+  parallel_for(m * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = t / blocks, j0 = (t % blocks) * block, nj = std::min(block, n - j0);
+      if (trans_b)  // B is [n, k]: rows j0.. of B times a's row
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(nj), static_cast<blasint>(k),
+                    alpha, b + j0 * ldb, static_cast<blasint>(ldb), a + i * lda, 1, beta,
+                    c + i * ldc + j0, 1);
+      else  // B is [k, n]: a's row times columns j0.. of B
+        cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(k), static_cast<blasint>(nj),
+                    alpha, b + j0, static_cast<blasint>(ldb), a + i * lda, 1, beta,
+                    c + i * ldc + j0, 1);
+    }
+  });
+}
+
 /// C = beta * C, with beta == 0 writing zeros (BLAS semantics: C is not read).
 void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i)
@@ -85,6 +114,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
                 static_cast<blasint>(lda), bp, static_cast<blasint>(ldb), beta, c + i0 * ldc + j0,
                 static_cast<blasint>(ldc));
   };
+  if (m <= kGEMV_ROWS && !trans_a && n * k >= kGEMV_MIN_WORK)
+    return gemv_rows(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   const Tiles t = tiles_for(m, n, k);
   if (t.m_tiles * t.n_tiles == 1) return call(0, m, 0, n);
   parallel_for(t.m_tiles * t.n_tiles, 1, [&](int64_t begin, int64_t end) {
