@@ -55,21 +55,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args()
     path = model_dir()
     exe = os.path.join(args.build, "bench", "bench_llama_decode")
-    ours = json.loads(subprocess.run(
-        [exe, path, "--tokens", ",".join(map(str, PROMPT)), "--new", str(args.new)],
-        check=True, capture_output=True, text=True).stdout)
-    theirs = transformers_decode(path, args.new)
+    # Rounds alternate between the two so that a noisy neighbour hurts both alike; the best
+    # round of each is reported (and every round is kept in the JSON).
+    ours_runs, their_runs = [], []
+    for _ in range(args.rounds):
+        ours_runs.append(json.loads(subprocess.run(
+            [exe, path, "--tokens", ",".join(map(str, PROMPT)), "--new", str(args.new)],
+            check=True, capture_output=True, text=True).stdout))
+        their_runs.append(transformers_decode(path, args.new))
+    ours = max(ours_runs, key=lambda r: r["decode_tok_s"])
+    theirs = max(their_runs, key=lambda r: r["decode_tok_s"])
     same = ours["tokens"] == theirs["tokens"]
     ratio = ours["decode_tok_s"] / theirs["decode_tok_s"]
     print(f"model: {theirs['params'] / 1e6:.1f}M parameters, fp32, prompt {len(PROMPT)} tokens, "
           f"{args.new} new, torch threads {torch.get_num_threads()}")
     print(f"bindery       decode {ours['decode_tok_s']:7.2f} tok/s  prefill {ours['prefill_s']*1e3:7.1f} ms")
     print(f"transformers  decode {theirs['decode_tok_s']:7.2f} tok/s  prefill {theirs['prefill_s']*1e3:7.1f} ms")
-    print(f"ratio {ratio:.2f}x (goal >= 1.5x); same greedy tokens: {same}")
+    print(f"ratio {ratio:.2f}x (goal >= 1.5x); same greedy tokens: {same}; best of {args.rounds} rounds")
+    print("rounds, bindery tok/s:      " + " ".join(f"{r['decode_tok_s']:.1f}" for r in ours_runs))
+    print("rounds, transformers tok/s: " + " ".join(f"{r['decode_tok_s']:.1f}" for r in their_runs))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"benchmark": "llama_decode_cpu", "device": os.environ.get("BINDERY_DEVICE", os.uname().nodename),
@@ -78,7 +87,9 @@ def main():
                        "params": theirs["params"], "prompt_tokens": len(PROMPT), "new_tokens": args.new,
                        "bindery": {k: v for k, v in ours.items() if k != "tokens"},
                        "transformers": {k: v for k, v in theirs.items() if k != "tokens"},
-                       "ratio": ratio, "same_tokens": same, "torch_threads": torch.get_num_threads()},
+                       "ratio": ratio, "same_tokens": same, "torch_threads": torch.get_num_threads(),
+                       "rounds": {"bindery_decode_tok_s": [r["decode_tok_s"] for r in ours_runs],
+                                  "transformers_decode_tok_s": [r["decode_tok_s"] for r in their_runs]}},
                       f, indent=2)
 
 
