@@ -1,6 +1,7 @@
 // Llama-family engines against transformers' goldens (tools/make_llama_fixtures.py).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -13,7 +14,7 @@ namespace bindery::models {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kLLAMA = fs::path(BINDERY_SOURCE_DIR) / "tests/fixtures/llama";
+const fs::path kSOURCE = fs::path(BINDERY_SOURCE_DIR);
 
 struct Golden {
   std::vector<std::vector<int32_t>> prompts, greedy;
@@ -21,7 +22,7 @@ struct Golden {
 };
 
 Golden golden(const std::string& model) {
-  const io::CheckpointReader g = io::CheckpointReader::open(kLLAMA / model / "golden.safetensors");
+  const io::CheckpointReader g = io::CheckpointReader::open(kSOURCE / model / "golden.safetensors");
   Golden out;
   for (int i = 0; g.contains("prompt." + std::to_string(i)); ++i) {
     const std::string s = std::to_string(i);
@@ -48,7 +49,7 @@ class LlamaGolden : public ::testing::TestWithParam<std::string> {};
 TEST_P(LlamaGolden, Fp32LogitsAndGreedyTokensMatchTransformers) {
   const Golden g = golden(GetParam());
   auto engine =
-      Engine::create(build_llama((kLLAMA / GetParam()).string(), {.dtype = DataType::kFLOAT}));
+      Engine::create(build_llama((kSOURCE / GetParam()).string(), {.dtype = DataType::kFLOAT}));
   Generator gen(*engine);
   for (size_t i = 0; i < g.prompts.size(); ++i) {
     SCOPED_TRACE("prompt " + std::to_string(i));
@@ -58,9 +59,34 @@ TEST_P(LlamaGolden, Fp32LogitsAndGreedyTokensMatchTransformers) {
   }
 }
 
+// Tiny random checkpoints of each architecture, and the real bf16 models shipped in models/
+// (built in f32 here: bf16 weights widened exactly, compared with transformers in f32).
 INSTANTIATE_TEST_SUITE_P(Models, LlamaGolden,
-                         ::testing::Values("llama_gqa", "llama_gqa_b", "llama3", "qwen2",
-                                           "mistral"));
+                         ::testing::Values("tests/fixtures/llama/llama_gqa",
+                                           "tests/fixtures/llama/llama_gqa_b",
+                                           "tests/fixtures/llama/llama3",
+                                           "tests/fixtures/llama/qwen2",
+                                           "tests/fixtures/llama/mistral", "models/bible-llama",
+                                           "models/bible-llama-fortunes"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = fs::path(info.param).filename().string();
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+// Refitting the shipped model with its fine-tuned sibling gives the sibling's goldens.
+TEST(LlamaGolden, ShippedModelRefitToFineTuneGivesItsGoldens) {
+  auto engine = Engine::create(build_llama((kSOURCE / "models/bible-llama").string(),
+                                           {.dtype = DataType::kFLOAT, .refit = true}));
+  refit_from_hf_checkpoint(*engine, (kSOURCE / "models/bible-llama-fortunes").string());
+  const Golden g = golden("models/bible-llama-fortunes");
+  Generator gen(*engine);
+  for (size_t i = 0; i < g.prompts.size(); ++i) {
+    EXPECT_LE(max_abs_diff(gen.logits(g.prompts[i]), g.logits[i]), 1e-4f);
+    const int64_t fresh = static_cast<int64_t>(g.greedy[i].size() - g.prompts[i].size());
+    EXPECT_EQ(gen.generate({g.prompts[i]}, {.max_new_tokens = fresh})[0], g.greedy[i]);
+  }
+}
 
 }  // namespace
 }  // namespace bindery::models
