@@ -67,6 +67,19 @@ TEST(LlamaGeneration, SamplerHonoursTopKAndTopP) {
   EXPECT_EQ(sample_token(logits, {.temperature = 1.0f}, uniform), 3);
 }
 
+TEST(LlamaBuild, QkvAndGateUpAreFusedIntoConcatSlots) {
+  const Plan plan = build_llama((kLLAMA / "qwen2").string(), {.refit = true});
+  const std::string attn = "model.layers.1.self_attn.", mlp = "model.layers.1.mlp.";
+  const std::vector<std::string> qkv = {attn + "q_proj.weight", attn + "k_proj.weight",
+                                        attn + "v_proj.weight"};
+  const std::vector<std::string> gate_up = {mlp + "gate_proj.weight", mlp + "up_proj.weight"};
+  int found = 0;  // (q/k/v biases stay separate adds after the fused matmul)
+  for (const Slot& s : plan.metadata().slots)
+    found += (s.recipe.sources == qkv || s.recipe.sources == gate_up) &&
+             s.recipe.to_string().starts_with("concat(axis=0");
+  EXPECT_EQ(found, 2);
+}
+
 TEST(LlamaRefit, RefitFromBEqualsAFreshBuildOfBBitExact) {
   auto a = engine_of("llama_gqa", {.refit = true});
   const RefitSummary summary = refit_from_hf_checkpoint(*a, (kLLAMA / "llama_gqa_b").string());

@@ -71,20 +71,23 @@ constexpr int64_t kGEMV_MIN_WORK = 1 << 16;  // n * k below this: one sgemm call
 void gemv_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   // Blocks start at multiples of 16 columns, so a column lands in the same place of sgemv's
-  // unrolled groups however wide the caller's C is (matmul widens f16/bf16 b in panels).
-  const int64_t block = ceil_div(std::max<int64_t>(16, ceil_div(n, 64)), 16) * 16;
+  // unrolled groups however wide the caller's C is (matmul widens f16/bf16 b in panels). About
+  // 256 of them keep 16 cores evenly busy; all rows of A go through a block while it is in cache.
+  const int64_t block = ceil_div(std::max<int64_t>(16, ceil_div(n, 256)), 16) * 16;
   const int64_t blocks = ceil_div(n, block);
-  parallel_for(m * blocks, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t / blocks, j0 = (t % blocks) * block, nj = std::min(block, n - j0);
-      if (trans_b)  // B is [n, k]: rows j0.. of B times a's row
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(nj), static_cast<blasint>(k),
-                    alpha, b + j0 * ldb, static_cast<blasint>(ldb), a + i * lda, 1, beta,
-                    c + i * ldc + j0, 1);
-      else  // B is [k, n]: a's row times columns j0.. of B
-        cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(k), static_cast<blasint>(nj),
-                    alpha, b + j0, static_cast<blasint>(ldb), a + i * lda, 1, beta,
-                    c + i * ldc + j0, 1);
+      const int64_t j0 = t * block, nj = std::min(block, n - j0);
+      for (int64_t i = 0; i < m; ++i) {
+        if (trans_b)  // B is [n, k]: rows j0.. of B times a's row
+          cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(nj),
+                      static_cast<blasint>(k), alpha, b + j0 * ldb, static_cast<blasint>(ldb),
+                      a + i * lda, 1, beta, c + i * ldc + j0, 1);
+        else  // B is [k, n]: a's row times columns j0.. of B
+          cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(k), static_cast<blasint>(nj),
+                      alpha, b + j0, static_cast<blasint>(ldb), a + i * lda, 1, beta,
+                      c + i * ldc + j0, 1);
+      }
     }
   });
 }
