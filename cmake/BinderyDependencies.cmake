@@ -1,11 +1,10 @@
-# xxhash, OpenBLAS and minizip (zlib's contrib, for torch.save archives) from Debian's -dev packages: through pkg-config when it is there,
+# xxhash and OpenBLAS from Debian's -dev packages: through pkg-config when it is there,
 # otherwise by a plain search of CMAKE_PREFIX_PATH (the device machine has no pkg-config
 # entries for packages unpacked into a prefix).
 find_package(PkgConfig QUIET)
 if(PKG_CONFIG_FOUND)
   pkg_check_modules(XXHASH QUIET IMPORTED_TARGET libxxhash)
   pkg_check_modules(OPENBLAS QUIET IMPORTED_TARGET openblas)
-  pkg_check_modules(MINIZIP QUIET IMPORTED_TARGET minizip)
 endif()
 
 add_library(bindery_dep_xxhash INTERFACE)
@@ -28,18 +27,4 @@ else()
   find_library(OPENBLAS_LIBRARY openblas PATH_SUFFIXES x86_64-linux-gnu/openblas-pthread REQUIRED)
   target_include_directories(bindery_dep_openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
   target_link_libraries(bindery_dep_openblas INTERFACE ${OPENBLAS_LIBRARY})
-endif()
-
-add_library(bindery_dep_minizip INTERFACE)
-add_library(bindery::minizip ALIAS bindery_dep_minizip)
-if(TARGET PkgConfig::MINIZIP)
-  # zlib is only minizip's Libs.private; bindery_io calls inflate and crc32 itself.
-  find_package(ZLIB REQUIRED)
-  target_link_libraries(bindery_dep_minizip INTERFACE PkgConfig::MINIZIP ZLIB::ZLIB)
-else()
-  find_path(MINIZIP_INCLUDE_DIR unzip.h PATH_SUFFIXES minizip REQUIRED)
-  find_library(MINIZIP_LIBRARY minizip REQUIRED)
-  find_package(ZLIB REQUIRED)
-  target_include_directories(bindery_dep_minizip INTERFACE ${MINIZIP_INCLUDE_DIR})
-  target_link_libraries(bindery_dep_minizip INTERFACE ${MINIZIP_LIBRARY} ZLIB::ZLIB)
 endif()

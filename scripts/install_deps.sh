@@ -9,7 +9,7 @@ packages=(
   libcli11-dev                    # CLI parsing
   libxxhash-dev                   # plan checksums, REFIT_IDENTICAL hashes
   libopenblas-dev                 # CPU GEMM
-  libminizip-dev                  # torch.save checkpoints (zip archives)
+  zlib1g-dev                      # torch.save checkpoints (deflated zip records, CRC-32)
   clang libclang-rt-14-dev        # libFuzzer target (optional, only for fuzzing)
   clang-format
 )

@@ -1,6 +1,7 @@
 #include "io/torch_state.h"
 
 #include <charconv>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "bindery/error.h"
@@ -56,6 +57,7 @@ class Flattener {
   FlattenLimits limits_;
   TorchState state_;
   std::unordered_set<std::string> names_;
+  std::unordered_map<const PickleValue*, size_t> container_visits_;
   size_t visits_ = 0;
   size_t name_bytes_ = 0;
 };
@@ -67,6 +69,12 @@ void Flattener::visit(const PickleValue& v, const std::string& name, size_t dept
   if (++visits_ > limits_.max_visits)
     fail(name, "more than " + std::to_string(limits_.max_visits) +
                    " values to visit (shared values multiply)");
+  if (v.kind == PickleKind::kDICT || v.kind == PickleKind::kLIST || v.kind == PickleKind::kTUPLE)
+    if (++container_visits_[&v] > limits_.max_container_visits)
+      fail(name, "a container reached by more than " +
+                     std::to_string(limits_.max_container_visits) +
+                     " paths (shared values "
+                     "multiply)");
   switch (v.kind) {
     case PickleKind::kDICT:
       for (const auto& [key, value] : v.dict->entries())

@@ -8,8 +8,9 @@
 //   anything else       a leaf listed in `skipped` (an epoch counter, a config string)
 // A root that is itself a tensor (torch.save(t)) gets the empty name. A value the pickle
 // shares (tied weights) is listed under each of its names. Two entries that flatten to one
-// name are kCORRUPT_FILE, as are trees deeper than the limits below (a cycle, a hostile
-// pickle), which are bounded so that sharing cannot make the walk exponential.
+// name are kCORRUPT_FILE, as are trees beyond the limits below (a cycle, a hostile pickle).
+// A container may be reached by at most a few paths, so that sharing (t = (t, t), forty
+// times over) cannot make the walk exponential: it stays linear in the pickle's size.
 
 #include <cstddef>
 #include <span>
@@ -29,6 +30,7 @@ struct TorchState {
 struct FlattenLimits {
   size_t max_depth = 256;                   // nesting of dicts, lists and tuples
   size_t max_visits = size_t{1} << 22;      // values visited (shared ones once per path)
+  size_t max_container_visits = 8;          // visits of one shared dict, list or tuple
   size_t max_name = size_t{1} << 16;        // bytes of one flattened name
   size_t max_name_bytes = size_t{1} << 26;  // bytes of all names together
 };

@@ -6,6 +6,8 @@
 // We parse the directory ourselves rather than through minizip: Debian's minizip 1.1 compares
 // 64-bit sizes against (unsigned long)-1 when it reads zip64 extra fields, so on LP64 every
 // entry over 4 GiB, and every entry after one, comes out with sizes and offsets of 0xFFFFFFFF.
+// libzip reads zip64 but gives no access to where an entry's data lies in the file, and
+// stored records must be zero-copy views of the mapped archive (tensors are gigabytes).
 // Inflation and CRC-32 are zlib's.
 
 #include "io/zip_archive.h"

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/../.."
 mkdir -p .debs
 cd .debs
 apt-get download libxxhash-dev libxxhash0 libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev \
-  libgtest-dev libcli11-dev nlohmann-json3-dev libminizip-dev libminizip1 zlib1g-dev
+  libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
