@@ -11,7 +11,7 @@ apt-get download libxxhash-dev libxxhash0 libopenblas-dev libopenblas0-pthread l
   libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
 rm -rf prefix && mkdir prefix
 for f in *.deb; do dpkg -x "$f" prefix; done
-find prefix -name '*.a' -delete
+find prefix -name '*.a' ! -name 'libgtest*' ! -name 'libgmock*' -delete  # GoogleTest ships static only
 rm -rf prefix/usr/share/doc prefix/usr/share/man
 tar -C prefix -cJf prefix.tar.xz .
 rm -rf prefix
