@@ -67,13 +67,17 @@ Tiles tiles_for(int64_t m, int64_t n, int64_t k) {
 // whether it comes alone or with others (batched decoding equals one-by-one decoding).
 constexpr int64_t kGEMV_ROWS = 8;
 constexpr int64_t kGEMV_MIN_WORK = 1 << 16;  // n * k below this: one sgemm call is cheaper
+constexpr int64_t kGEMV_BLOCK_BYTES = 128 << 10;
 
 void gemv_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   // Blocks start at multiples of 16 columns, so a column lands in the same place of sgemv's
-  // unrolled groups however wide the caller's C is (matmul widens f16/bf16 b in panels). About
-  // 256 of them keep 16 cores evenly busy; all rows of A go through a block while it is in cache.
-  const int64_t block = ceil_div(std::max<int64_t>(16, ceil_div(n, 256)), 16) * 16;
+  // unrolled groups however wide the caller's C is (matmul widens f16/bf16 b in panels). Each
+  // holds at least kGEMV_BLOCK_BYTES of B, so the per-call cost of sgemv stays small, and there
+  // are up to about 256 of them to keep many cores evenly busy. All rows of A go through a block
+  // while it is in cache.
+  const int64_t min_cols = ceil_div(kGEMV_BLOCK_BYTES, k * static_cast<int64_t>(sizeof(float)));
+  const int64_t block = ceil_div(std::max({int64_t{16}, min_cols, ceil_div(n, 256)}), 16) * 16;
   const int64_t blocks = ceil_div(n, block);
   parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
