@@ -124,8 +124,13 @@ def rope_cases():
             factor = 1.0
         else:
             inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu")
-        cases.append({"name": name, "config": config_json, "inv_freq": inv_freq.tolist(),
-                      "attention_factor": float(factor)})
+        case = {"name": name, "config": config_json, "inv_freq": inv_freq.tolist(),
+                "attention_factor": float(factor)}
+        if rope_type == "dynamic":  # beyond max_position_embeddings the base grows
+            long_freq, _ = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu", seq_len=300)
+            case["dynamic_seq_len"] = 300
+            case["dynamic_inv_freq"] = long_freq.tolist()
+        cases.append(case)
     with open(os.path.join(OUT, "rope_cases.json"), "w") as f:
         json.dump(cases, f, indent=1)
 

@@ -4,12 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "bindery/error.h"
 #include "models/llama/rope.h"
+#include "runtime/cpu/kernels.h"
 
 namespace bindery::models {
 namespace {
@@ -49,6 +51,42 @@ TEST(LlamaConfig, RopeFrequenciesMatchTransformersForEveryType) {
     ++cases;
   }
   EXPECT_EQ(cases, 6);
+}
+
+// The rotary kernel with dynamic scaling: a run reaching position 299 of a model trained on 256
+// rotates with the frequencies transformers computes for seq_len 300.
+TEST(LlamaConfig, DynamicRopeRotatesWithTransformersLongFrequencies) {
+  std::ifstream in(kLLAMA / "rope_cases.json");
+  for (const auto& c : nlohmann::json::parse(in)) {
+    if (!c.contains("dynamic_inv_freq")) continue;
+    const LlamaConfig config = LlamaConfig::from_json(c.at("config").dump(), "case");
+    GraphNode node;
+    node.name = "rope";
+    node.type = LayerType::kROTARY;
+    node.params = rotary_params(config, 1);
+    const auto& p = std::get<RotaryParams>(node.params);
+    const int64_t tokens = c.at("dynamic_seq_len"), d = p.head_dim, half = d / 2;
+    std::vector<float> x(static_cast<size_t>(tokens * d), 0.0f), y(x.size());
+    std::vector<int32_t> positions(static_cast<size_t>(tokens));
+    for (int64_t t = 0; t < tokens; ++t) {
+      positions[t] = static_cast<int32_t>(t);
+      for (int64_t i = 0; i < half; ++i) x[t * d + i] = 1.0f;  // rotates to (cos, sin)
+    }
+    const cpu::TensorRef xin{DataType::kFLOAT, {tokens, d}, x.data()};
+    const cpu::TensorRef pos{DataType::kINT32, {tokens}, positions.data()};
+    const cpu::TensorRef out{DataType::kFLOAT, {tokens, d}, y.data()};
+    const std::vector<cpu::TensorRef> inputs = {xin, pos, cpu::TensorRef{}};
+    cpu::run_node(node, inputs, std::span(&out, 1));
+    const auto freq = c.at("dynamic_inv_freq").get<std::vector<double>>();
+    for (int64_t t : {int64_t{1}, int64_t{100}, tokens - 1})
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = static_cast<double>(t) * freq[i];
+        EXPECT_NEAR(y[t * d + i], std::cos(angle), 2e-4) << t << " " << i;
+        EXPECT_NEAR(y[t * d + half + i], std::sin(angle), 2e-4) << t << " " << i;
+      }
+    return;
+  }
+  FAIL() << "no dynamic case in rope_cases.json";
 }
 
 TEST(LlamaConfig, Reads5xSpellingFromFixtures) {
