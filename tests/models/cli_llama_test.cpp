@@ -15,6 +15,7 @@
 #include "bindery/io/checkpoint_reader.h"
 #include "bindery/io/safetensors.h"
 #include "bindery/plan.h"
+#include "models/golden_util.h"
 
 namespace bindery {
 namespace {
@@ -23,24 +24,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 const fs::path kLLAMA = fs::path(BINDERY_SOURCE_DIR) / "tests/fixtures/llama";
 
-struct Golden {
-  std::vector<std::vector<int32_t>> prompts, greedy;
-  std::vector<HostTensor> logits;
-};
+using testing::Golden;
+using testing::max_abs_diff;
 
-Golden golden(const std::string& model) {
-  const io::CheckpointReader g = io::CheckpointReader::open(kLLAMA / model / "golden.safetensors");
-  Golden out;
-  for (int i = 0; g.contains("prompt." + std::to_string(i)); ++i) {
-    const std::string s = std::to_string(i);
-    for (auto [name, list] : {std::pair{"prompt.", &out.prompts}, {"greedy.", &out.greedy}}) {
-      const HostTensor t = g.read(name + s, DataType::kINT32);
-      list->emplace_back(t.data_as<int32_t>(), t.data_as<int32_t>() + t.count());
-    }
-    out.logits.push_back(g.read("logits." + s));
-  }
-  return out;
-}
+Golden golden(const std::string& model) { return testing::load_golden(kLLAMA / model); }
 
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
@@ -126,15 +113,6 @@ class CliLlama : public ::testing::Test {
         json::parse(ok("generate " + quoted(plan.string()) + " --tokens " + token_list(prompt) +
                        " --max-new-tokens " + std::to_string(new_tokens) + " --json " + extra));
     return j.at("tokens").get<std::vector<int32_t>>();
-  }
-
-  static float max_abs_diff(const HostTensor& a, const HostTensor& b) {
-    EXPECT_EQ(a.shape(), b.shape());
-    if (a.shape() != b.shape()) return INFINITY;
-    float m = 0;
-    for (int64_t i = 0; i < a.count(); ++i)
-      m = std::max(m, std::abs(a.data_as<float>()[i] - b.data_as<float>()[i]));
-    return m;
   }
 
   // Every golden prompt: logits within `tolerance`, greedy tokens identical.

@@ -9,6 +9,7 @@
 #include "bindery/io/checkpoint_reader.h"
 #include "bindery/models/generation.h"
 #include "bindery/models/llama.h"
+#include "models/golden_util.h"
 
 namespace bindery::models {
 namespace {
@@ -16,33 +17,10 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kSOURCE = fs::path(BINDERY_SOURCE_DIR);
 
-struct Golden {
-  std::vector<std::vector<int32_t>> prompts, greedy;
-  std::vector<HostTensor> logits, logits_bf16;
-};
+using testing::Golden;
+using testing::max_abs_diff;
 
-Golden golden(const std::string& model) {
-  const io::CheckpointReader g = io::CheckpointReader::open(kSOURCE / model / "golden.safetensors");
-  Golden out;
-  for (int i = 0; g.contains("prompt." + std::to_string(i)); ++i) {
-    const std::string s = std::to_string(i);
-    for (auto [name, list] : {std::pair{"prompt.", &out.prompts}, {"greedy.", &out.greedy}}) {
-      const HostTensor t = g.read(name + s, DataType::kINT32);
-      list->emplace_back(t.data_as<int32_t>(), t.data_as<int32_t>() + t.count());
-    }
-    out.logits.push_back(g.read("logits." + s));
-    out.logits_bf16.push_back(g.read("logits_bf16." + s));
-  }
-  return out;
-}
-
-float max_abs_diff(const HostTensor& a, const HostTensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  float m = 0;
-  for (int64_t i = 0; i < std::min(a.count(), b.count()); ++i)
-    m = std::max(m, std::abs(a.data_as<float>()[i] - b.data_as<float>()[i]));
-  return m;
-}
+Golden golden(const std::string& model) { return testing::load_golden(kSOURCE / model); }
 
 class LlamaGolden : public ::testing::TestWithParam<std::string> {};
 
