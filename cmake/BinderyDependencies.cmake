@@ -1,10 +1,12 @@
-# xxhash and OpenBLAS from Debian's -dev packages: through pkg-config when it is there,
-# otherwise by a plain search of CMAKE_PREFIX_PATH (the device machine has no pkg-config
-# entries for packages unpacked into a prefix).
+# xxhash, OpenBLAS and PCRE2 (the tokenizer's pre-tokenizer regexes) from Debian's -dev
+# packages: through pkg-config when it is there, otherwise by a plain search of
+# CMAKE_PREFIX_PATH (the device machine has no pkg-config entries for packages unpacked into a
+# prefix).
 find_package(PkgConfig QUIET)
 if(PKG_CONFIG_FOUND)
   pkg_check_modules(XXHASH QUIET IMPORTED_TARGET libxxhash)
   pkg_check_modules(OPENBLAS QUIET IMPORTED_TARGET openblas)
+  pkg_check_modules(PCRE2 QUIET IMPORTED_TARGET libpcre2-8)
 endif()
 
 add_library(bindery_dep_xxhash INTERFACE)
@@ -27,4 +29,17 @@ else()
   find_library(OPENBLAS_LIBRARY openblas PATH_SUFFIXES x86_64-linux-gnu/openblas-pthread REQUIRED)
   target_include_directories(bindery_dep_openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
   target_link_libraries(bindery_dep_openblas INTERFACE ${OPENBLAS_LIBRARY})
+endif()
+
+add_library(bindery_dep_pcre2 INTERFACE)
+add_library(bindery::pcre2 ALIAS bindery_dep_pcre2)
+# The 8-bit library only (UTF-8 text); every use includes pcre2.h with this width.
+target_compile_definitions(bindery_dep_pcre2 INTERFACE PCRE2_CODE_UNIT_WIDTH=8)
+if(TARGET PkgConfig::PCRE2)
+  target_link_libraries(bindery_dep_pcre2 INTERFACE PkgConfig::PCRE2)
+else()
+  find_path(PCRE2_INCLUDE_DIR pcre2.h REQUIRED)
+  find_library(PCRE2_LIBRARY pcre2-8 REQUIRED)
+  target_include_directories(bindery_dep_pcre2 INTERFACE ${PCRE2_INCLUDE_DIR})
+  target_link_libraries(bindery_dep_pcre2 INTERFACE ${PCRE2_LIBRARY})
 endif()

@@ -10,6 +10,7 @@ packages=(
   libxxhash-dev                   # plan checksums, REFIT_IDENTICAL hashes
   libopenblas-dev                 # CPU GEMM
   zlib1g-dev                      # torch.save checkpoints (deflated zip records, CRC-32)
+  libpcre2-dev                    # tokenizer.json pre-tokenizer regexes (Unicode classes)
   clang libclang-rt-14-dev        # libFuzzer target (optional, only for fuzzing)
   clang-format
 )

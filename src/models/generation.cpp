@@ -129,6 +129,7 @@ std::vector<std::vector<int32_t>> Generator::generate(
       const int32_t token = sample_token({rows + last_row[i] * vocab_, static_cast<size_t>(vocab_)},
                                          sampling, [&] { return dist(rngs[i]); });
       out[i].push_back(token);
+      if (on_token_) on_token_(i, token);
       const bool stop = std::find(sampling.stop_tokens.begin(), sampling.stop_tokens.end(),
                                   token) != sampling.stop_tokens.end();
       const bool full = static_cast<int64_t>(out[i].size()) >= max_seq_len_;

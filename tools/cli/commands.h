@@ -18,6 +18,8 @@ Command add_build(CLI::App& app);
 Command add_logits(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_refit(CLI::App& app);
+// Text: tokenizer.json encode and decode.
+Command add_tokenize(CLI::App& app);
 
 /// `bindery inspect` on a checkpoint file or directory (exit code).
 int inspect_checkpoint(const std::string& path, bool as_json);

@@ -1,11 +1,16 @@
-// bindery generate <plan> --tokens 1,2,3 --max-new-tokens N [--temperature T --top-k K
-// --top-p P --seed S] [--stop 2,3] [--weights <model_dir>] [--json]: continues a prompt with
-// a Llama plan. Greedy unless --temperature is given (and > 0). There are no stop tokens by
-// default (not even the config's eos_token_id): generation runs for N new tokens unless --stop
-// names some. --json prints {"tokens": [prompt..., new...]}; the text form prints the same
-// tokens separated by spaces.
+// bindery generate <plan> (--tokens 1,2,3 | --prompt "text" [--tokenizer <file|dir>])
+// --max-new-tokens N [--temperature T --top-k K --top-p P --seed S] [--stop 2,3]
+// [--weights <model_dir>] [--json]: continues a prompt with a Llama plan. Greedy unless
+// --temperature is given (and > 0). There are no stop tokens by default (not even the config's
+// eos_token_id): generation runs for N new tokens unless --stop names some.
+// --prompt is encoded with special tokens (BOS) by the tokenizer the plan carries (or the one
+// --tokenizer names); the text form then prints the prompt and streams the new text as each
+// token comes (special tokens left out). --json prints {"tokens": [prompt..., new...]}, with
+// "text": the decode of them all (special tokens in) when there is a tokenizer; the text form
+// of --tokens prints the tokens separated by spaces.
 
 #include <cstdio>
+#include <optional>
 
 #include "bindery/models/generation.h"
 #include "commands.h"
@@ -15,7 +20,7 @@ namespace bindery::cli {
 
 Command add_generate(CLI::App& app) {
   struct Options {
-    std::string plan, tokens, weights, stop;
+    std::string plan, tokens, prompt, tokenizer, weights, stop;
     int64_t max_new_tokens = 0;
     float temperature = 0, top_p = 1;
     int64_t top_k = 0;
@@ -27,8 +32,14 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("plan", o->plan, "Plan file (built by bindery build)")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--tokens", o->tokens, "Prompt token ids, comma-separated (e.g. 1,2,3)")
-      ->required();
+  auto* tokens =
+      cmd->add_option("--tokens", o->tokens, "Prompt token ids, comma-separated (e.g. 1,2,3)");
+  auto* prompt = cmd->add_option(
+      "--prompt", o->prompt, "Prompt text, encoded with special tokens by the plan's tokenizer");
+  tokens->excludes(prompt);
+  auto* tokenizer = cmd->add_option("--tokenizer", o->tokenizer,
+                                    "tokenizer.json, or a directory with one (default: the plan's)")
+                        ->check(CLI::ExistingPath);
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens to generate after the prompt")
       ->required()
       ->check(CLI::NonNegativeNumber);
@@ -52,9 +63,12 @@ Command add_generate(CLI::App& app) {
                   "Refit the plan from this checkpoint directory first (needed for stripped "
                   "plans)")
       ->check(CLI::ExistingDirectory);
-  cmd->add_flag("--json", o->json, "Print {\"tokens\": [prompt and new tokens]}");
-  return [o, temperature, stop] {
-    const std::vector<int32_t> prompt = parse_token_list(o->tokens, "--tokens");
+  cmd->add_flag("--json", o->json,
+                "Print {\"tokens\": [prompt and new tokens], \"text\": ...} (text: with a "
+                "tokenizer)");
+  return [o, temperature, stop, tokens, prompt, tokenizer] {
+    std::vector<int32_t> ids;  // --tokens are checked before the plan loads
+    if (prompt->count() == 0) ids = prompt_tokens(o->tokens, tokens->count() > 0, "", nullptr);
     models::SamplingConfig sampling;
     sampling.max_new_tokens = o->max_new_tokens;
     if (temperature->count() > 0) sampling.temperature = o->temperature;
@@ -64,20 +78,40 @@ Command add_generate(CLI::App& app) {
     if (stop->count() > 0)
       for (int32_t t : parse_token_list(o->stop, "--stop")) sampling.stop_tokens.push_back(t);
     auto engine = load_llama_engine(o->plan, o->weights);
+    std::optional<Tokenizer> tok;
+    if (prompt->count() > 0 || tokenizer->count() > 0)
+      tok = plan_tokenizer(engine->metadata(), o->plan, o->tokenizer);
+    if (prompt->count() > 0) ids = prompt_tokens("", false, o->prompt, &*tok);
     models::Generator generator(*engine);
-    std::vector<int32_t> tokens;
+    const bool stream = prompt->count() > 0 && !o->json;
+    std::vector<int32_t> out;
+    if (stream) {
+      // The prompt as the tokenizer reads it back, then the new text as it comes.
+      Tokenizer::Decoder decoder(*tok, true);
+      const auto print = [](const std::string& text) {
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+      };
+      for (const int32_t id : ids) print(decoder.feed(id));
+      generator.set_on_token([&](size_t, int32_t id) { print(decoder.feed(id)); });
+      out = generator.generate({ids}, sampling)[0];
+      print(decoder.flush() + "\n");
+      return 0;
+    }
     {
       TtyProgress progress("generate");
       if (progress.enabled())
         generator.set_progress(
             [&](int64_t done) { progress.update("tokens", done, sampling.max_new_tokens); });
-      tokens = generator.generate({prompt}, sampling)[0];
+      out = generator.generate({ids}, sampling)[0];
     }
     if (o->json) {
-      print_json({{"tokens", tokens}});
+      nlohmann::json j = {{"tokens", out}};
+      if (tok) j["text"] = tok->decode(out, false);
+      print_json(j);
       return 0;
     }
-    for (size_t i = 0; i < tokens.size(); ++i) std::printf(i ? " %d" : "%d", tokens[i]);
+    for (size_t i = 0; i < out.size(); ++i) std::printf(i ? " %d" : "%d", out[i]);
     std::printf("\n");
     return 0;
   };

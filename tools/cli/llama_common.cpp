@@ -2,13 +2,17 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
 
 #include "bindery/error.h"
 #include "bindery/models/llama.h"
+#include "bindery/plan.h"
 
 namespace bindery::cli {
 
@@ -85,6 +89,44 @@ std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
             " is stripped (its weights were left out): pass --weights <model_dir> to refit it "
             "from a checkpoint before running");
   return engine;
+}
+
+Tokenizer plan_tokenizer(const PlanMetadata& plan, const std::string& plan_path,
+                         const std::string& tokenizer_path) {
+  if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path);
+  const auto it = plan.properties.find("tokenizer.json");
+  check(it != plan.properties.end(), ErrorCode::kNOT_FOUND,
+        "plan " + plan_path +
+            " carries no tokenizer (its model directory had no tokenizer.json): pass "
+            "--tokenizer <tokenizer.json or model_dir>");
+  const auto config = plan.properties.find("tokenizer_config.json");
+  return Tokenizer::from_json(it->second, plan_path + " (its tokenizer.json)",
+                              config != plan.properties.end() ? config->second : std::string());
+}
+
+Tokenizer load_tokenizer(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(path)) return Tokenizer::from_file(path);
+  std::ifstream in(path, std::ios::binary);
+  check(in.good(), ErrorCode::kNOT_FOUND, "cannot open " + path);
+  char first = 0;
+  while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
+  }
+  if (first == '{') return Tokenizer::from_file(path);  // JSON: a tokenizer.json
+  const Plan plan = Plan::load(path);                   // else a plan (kBAD_MAGIC if not)
+  return plan_tokenizer(plan.metadata(), path, "");
+}
+
+std::vector<int32_t> prompt_tokens(const std::string& tokens, bool has_tokens,
+                                   const std::string& prompt, const Tokenizer* tokenizer) {
+  const bool has_prompt = tokenizer != nullptr;
+  check(has_prompt != has_tokens, ErrorCode::kINVALID_ARGUMENT,
+        "give the prompt as --tokens 1,2,3 or as --prompt \"text\" (one of the two)");
+  if (!has_prompt) return parse_token_list(tokens, "--tokens");
+  std::vector<int32_t> ids = tokenizer->encode(prompt, true);
+  check(!ids.empty(), ErrorCode::kINVALID_ARGUMENT,
+        "--prompt: the prompt is empty and the tokenizer adds no special tokens; give some text");
+  return ids;
 }
 
 }  // namespace bindery::cli

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bindery/engine.h"
+#include "bindery/tokenizer.h"
 
 namespace bindery::cli {
 
@@ -53,6 +54,21 @@ class TtyProgress {
 /// weights (a stripped plan run without --weights).
 std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
                                           const std::string& weights_dir);
+
+/// The tokenizer at `path`: a tokenizer.json, a directory holding one (with its
+/// tokenizer_config.json), or a plan built from a model directory that had one.
+Tokenizer load_tokenizer(const std::string& path);
+
+/// The tokenizer to run `plan` with: the one at `tokenizer_path` when it is given, else the one
+/// the plan carries. Throws kNOT_FOUND, naming the plan and --tokenizer, when it carries none.
+Tokenizer plan_tokenizer(const PlanMetadata& plan, const std::string& plan_path,
+                         const std::string& tokenizer_path);
+
+/// The prompt of logits and generate: the ids of --tokens, or --prompt encoded with
+/// `tokenizer` (given exactly when --prompt is; special tokens added: Llama's BOS). Exactly one
+/// of the two must be given (kINVALID_ARGUMENT otherwise).
+std::vector<int32_t> prompt_tokens(const std::string& tokens, bool has_tokens,
+                                   const std::string& prompt, const Tokenizer* tokenizer);
 
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point start) {

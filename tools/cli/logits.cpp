@@ -1,7 +1,9 @@
-// bindery logits <plan> --tokens 1,2,3 [--weights <model_dir>] [--json]: the logits a Llama
-// plan gives at every position of one sequence. --json prints {"logits": [[...], ...]} (one
-// row of vocab floats per token, each printed so it parses back to the same float); the text
-// form prints the argmax of each row.
+// bindery logits <plan> (--tokens 1,2,3 | --prompt "text" [--tokenizer <file|dir>])
+// [--weights <model_dir>] [--json]: the logits a Llama plan gives at every position of one
+// sequence. --prompt is encoded with special tokens (BOS) by the tokenizer the plan carries, or
+// the one --tokenizer names. --json prints {"logits": [[...], ...]} (one row of vocab floats
+// per token, each printed so it parses back to the same float); the text form prints the argmax
+// of each row.
 
 #include <algorithm>
 #include <cstdio>
@@ -14,7 +16,7 @@ namespace bindery::cli {
 
 Command add_logits(CLI::App& app) {
   struct Options {
-    std::string plan, tokens, weights;
+    std::string plan, tokens, prompt, tokenizer, weights;
     bool json = false;
   };
   auto o = std::make_shared<Options>();
@@ -22,17 +24,29 @@ Command add_logits(CLI::App& app) {
   cmd->add_option("plan", o->plan, "Plan file (built by bindery build)")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--tokens", o->tokens, "Token ids, comma-separated (e.g. 1,2,3)")->required();
+  auto* tokens = cmd->add_option("--tokens", o->tokens, "Token ids, comma-separated (e.g. 1,2,3)");
+  auto* prompt = cmd->add_option("--prompt", o->prompt,
+                                 "Text, encoded with special tokens by the plan's tokenizer");
+  tokens->excludes(prompt);
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "tokenizer.json, or a directory with one, for --prompt (default: the plan's)")
+      ->needs(prompt)
+      ->check(CLI::ExistingPath);
   cmd->add_option("--weights", o->weights,
                   "Refit the plan from this checkpoint directory first (needed for stripped "
                   "plans)")
       ->check(CLI::ExistingDirectory);
   cmd->add_flag("--json", o->json, "Print {\"logits\": [[...] one row per position]}");
-  return [o] {
-    const std::vector<int32_t> tokens = parse_token_list(o->tokens, "--tokens");
+  return [o, tokens, prompt] {
+    std::vector<int32_t> ids;  // --tokens are checked before the plan loads
+    if (prompt->count() == 0) ids = prompt_tokens(o->tokens, tokens->count() > 0, "", nullptr);
     auto engine = load_llama_engine(o->plan, o->weights);
+    if (prompt->count() > 0) {
+      const Tokenizer tokenizer = plan_tokenizer(engine->metadata(), o->plan, o->tokenizer);
+      ids = prompt_tokens("", false, o->prompt, &tokenizer);
+    }
     models::Generator generator(*engine);
-    const HostTensor logits = generator.logits(tokens);
+    const HostTensor logits = generator.logits(ids);
     const int64_t rows = logits.shape()[0], vocab = logits.shape()[1];
     const float* data = logits.data_as<float>();
     if (o->json) {
@@ -51,7 +65,7 @@ Command add_logits(CLI::App& app) {
       const float* row = data + r * vocab;
       const auto best = std::max_element(row, row + vocab) - row;
       std::printf("  position %lld  token %d  argmax %lld  logit %.6g\n", static_cast<long long>(r),
-                  tokens[static_cast<size_t>(r)], static_cast<long long>(best), row[best]);
+                  ids[static_cast<size_t>(r)], static_cast<long long>(best), row[best]);
     }
     return 0;
   };

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(bindery::cli::add_logits);
   add(bindery::cli::add_generate);
   add(bindery::cli::add_refit);
+  add(bindery::cli::add_tokenize);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [sub, run] : commands)

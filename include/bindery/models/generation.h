@@ -45,6 +45,11 @@ class Generator {
                                              const SamplingConfig& sampling);
   /// Called after every decode step with the number of tokens produced so far.
   void set_progress(std::function<void(int64_t)> progress) { progress_ = std::move(progress); }
+  /// Called with (index of the prompt, token) for every new token as soon as it is sampled
+  /// (a stop token included), in order, on the calling thread: for streaming text out.
+  void set_on_token(std::function<void(size_t, int32_t)> on_token) {
+    on_token_ = std::move(on_token);
+  }
 
  private:
   // Runs packed tokens; returns the logits view (valid until the next run).
@@ -55,6 +60,7 @@ class Generator {
   int64_t vocab_ = 0;
   int64_t max_seq_len_ = 0;
   std::function<void(int64_t)> progress_;
+  std::function<void(size_t, int32_t)> on_token_;
 };
 
 /// Picks the next token from one row of logits (exposed for tests).

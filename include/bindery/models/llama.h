@@ -81,7 +81,8 @@ struct LlamaBuildOptions {
 };
 
 /// Loads and builds a plan of the model in `dir`; the plan's properties carry the config
-/// ("model.family" = "llama", "model.config" = its JSON).
+/// ("model.family" = "llama", "model.config" = its JSON) and, when `dir` has them, the text of
+/// its tokenizer.json and tokenizer_config.json (properties of those names).
 Plan build_llama(const std::string& dir, const LlamaBuildOptions& options = {});
 /// The config stored in a plan built by build_llama (kINVALID_ARGUMENT if it has none).
 LlamaConfig config_of(const PlanMetadata& plan);

@@ -1,7 +1,10 @@
 // Binding Llama-family checkpoints: load_from_hf_checkpoint, build_llama, refit from a
 // checkpoint directory.
 
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "bindery/builder.h"
 #include "bindery/engine.h"
@@ -18,6 +21,15 @@ std::string joined(const std::vector<std::string>& names, size_t limit = 20) {
   for (size_t i = 0; i < names.size() && i < limit; ++i) out += (i ? ", '" : "'") + names[i] + "'";
   if (names.size() > limit) out += ", ... (" + std::to_string(names.size() - limit) + " more)";
   return out;
+}
+
+// The text of `file` (kIO when it cannot be read).
+std::string file_text(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  check(in.good() || in.eof(), ErrorCode::kIO, "cannot read " + file.string());
+  return text.str();
 }
 
 std::string stored_text(const io::StoredTensor& t) {
@@ -102,6 +114,11 @@ Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
   props["model.config"] = loaded.config.to_json();
   props["model.max_seq_len"] = std::to_string(max_seq_len);
   props["model.dtype"] = std::string(dtype_name(loaded.model->dtype()));
+  // The tokenizer travels with the plan, so that text prompts need nothing else.
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    const std::filesystem::path file = std::filesystem::path(dir) / name;
+    if (std::filesystem::is_regular_file(file)) props[name] = file_text(file);
+  }
   return plan;
 }
 
