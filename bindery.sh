@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
-#   ./bindery.sh demo    install what is needed, build, run the main job
+#   ./bindery.sh demo    install what is needed, build, then build + generate + refit + generate
+#                        with the small model shipped in models/ (tools/demo.sh)
 #   ./bindery.sh test    install what is needed, build, run the whole test suite
 #   ./bindery.sh build   install and build only
 # BUILD_DIR (default build) and JOBS (default: all cores) may be set in the environment.
@@ -19,7 +20,7 @@ case "${1:-demo}" in
   build) setup ;;
   demo)
     setup
-    "$BUILD_DIR/bindery" example
+    tools/demo.sh "$BUILD_DIR"
     ;;
   test)
     setup

@@ -1,6 +1,6 @@
 // bindery generate <plan> (--tokens 1,2,3 | --prompt "text" [--tokenizer <file|dir>])
 // --max-new-tokens N [--temperature T --top-k K --top-p P --seed S] [--stop 2,3]
-// [--weights <model_dir>] [--json]: continues a prompt with a Llama plan. Greedy unless
+// [--weights <model_dir>] [--json] [--stats]: continues a prompt with a Llama plan. Greedy unless
 // --temperature is given (and > 0). There are no stop tokens by default (not even the config's
 // eos_token_id): generation runs for N new tokens unless --stop names some.
 // --prompt is encoded with special tokens (BOS) by the tokenizer the plan carries (or the one
@@ -9,6 +9,7 @@
 // "text": the decode of them all (special tokens in) when there is a tokenizer; the text form
 // of --tokens prints the tokens separated by spaces.
 
+#include <chrono>
 #include <cstdio>
 #include <optional>
 
@@ -25,7 +26,7 @@ Command add_generate(CLI::App& app) {
     float temperature = 0, top_p = 1;
     int64_t top_k = 0;
     uint64_t seed = 0;
-    bool json = false;
+    bool json = false, stats = false;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("generate", "Continue a token list with a Llama plan");
@@ -63,6 +64,8 @@ Command add_generate(CLI::App& app) {
                   "Refit the plan from this checkpoint directory first (needed for stripped "
                   "plans)")
       ->check(CLI::ExistingDirectory);
+  cmd->add_flag("--stats", o->stats,
+                "Print the prompt and decode speed on stderr when done (tokens, seconds, tok/s)");
   cmd->add_flag("--json", o->json,
                 "Print {\"tokens\": [prompt and new tokens], \"text\": ...} (text: with a "
                 "tokenizer)");
@@ -83,6 +86,18 @@ Command add_generate(CLI::App& app) {
       tok = plan_tokenizer(engine->metadata(), o->plan, o->tokenizer);
     if (prompt->count() > 0) ids = prompt_tokens("", false, o->prompt, &*tok);
     models::Generator generator(*engine);
+    // Prefill ends with the first new token; every later step decodes one.
+    std::vector<std::chrono::steady_clock::time_point> steps;
+    generator.set_progress([&](int64_t) { steps.push_back(std::chrono::steady_clock::now()); });
+    const auto start = std::chrono::steady_clock::now();
+    const auto print_stats = [&] {
+      if (!o->stats || steps.empty()) return;
+      const auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+      const double prefill = secs(start, steps.front()), decode = secs(steps.front(), steps.back());
+      std::fprintf(stderr, "[prompt %zu tokens in %.3f s; %zu new tokens, %.1f tok/s decoding]\n",
+                   ids.size(), prefill, steps.size(),
+                   steps.size() > 1 ? static_cast<double>(steps.size() - 1) / decode : 0.0);
+    };
     const bool stream = prompt->count() > 0 && !o->json;
     std::vector<int32_t> out;
     if (stream) {
@@ -96,15 +111,18 @@ Command add_generate(CLI::App& app) {
       generator.set_on_token([&](size_t, int32_t id) { print(decoder.feed(id)); });
       out = generator.generate({ids}, sampling)[0];
       print(decoder.flush() + "\n");
+      print_stats();
       return 0;
     }
     {
       TtyProgress progress("generate");
-      if (progress.enabled())
-        generator.set_progress(
-            [&](int64_t done) { progress.update("tokens", done, sampling.max_new_tokens); });
+      generator.set_progress([&](int64_t done) {
+        steps.push_back(std::chrono::steady_clock::now());
+        if (progress.enabled()) progress.update("tokens", done, sampling.max_new_tokens);
+      });
       out = generator.generate({ids}, sampling)[0];
     }
+    print_stats();
     if (o->json) {
       nlohmann::json j = {{"tokens", out}};
       if (tok) j["text"] = tok->decode(out, false);
