@@ -10,16 +10,19 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 
+# setup [target...]: install, configure, build (everything, or only the targets named).
 setup() {
   ./scripts/install_deps.sh
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j "$JOBS"
+  local targets=()
+  for t in "$@"; do targets+=(--target "$t"); done
+  cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}"
 }
 
 case "${1:-demo}" in
   build) setup ;;
   demo)
-    setup
+    setup bindery_cli  # the demo needs only the CLI; `test` builds the tests and benchmarks
     tools/demo.sh "$BUILD_DIR"
     ;;
   test)
