@@ -52,6 +52,24 @@ INSTANTIATE_TEST_SUITE_P(Models, LlamaGolden,
                            return name;
                          });
 
+// The shipped models are stored in bf16, so a bf16 engine holds exactly the weights transformers
+// ran in f32: only the order of f32 sums differs. Stated tolerance 1e-3 (measured 1e-5).
+TEST(LlamaGolden, ShippedModelInBf16MatchesFp32Goldens) {
+  for (const char* model : {"models/bible-llama", "models/bible-llama-fortunes"}) {
+    SCOPED_TRACE(model);
+    auto engine =
+        Engine::create(build_llama((kSOURCE / model).string(), {.dtype = DataType::kBF16}));
+    EXPECT_EQ(engine->metadata().properties.at("model.dtype"), "bf16");
+    const Golden g = golden(model);
+    Generator gen(*engine);
+    for (size_t i = 0; i < g.prompts.size(); ++i) {
+      EXPECT_LE(max_abs_diff(gen.logits(g.prompts[i]), g.logits[i]), 1e-3f);
+      const int64_t fresh = static_cast<int64_t>(g.greedy[i].size() - g.prompts[i].size());
+      EXPECT_EQ(gen.generate({g.prompts[i]}, {.max_new_tokens = fresh})[0], g.greedy[i]);
+    }
+  }
+}
+
 // Refitting the shipped model with its fine-tuned sibling gives the sibling's goldens.
 TEST(LlamaGolden, ShippedModelRefitToFineTuneGivesItsGoldens) {
   auto engine = Engine::create(build_llama((kSOURCE / "models/bible-llama").string(),
