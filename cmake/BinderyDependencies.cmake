@@ -1,12 +1,13 @@
-# xxhash, OpenBLAS and PCRE2 (the tokenizer's pre-tokenizer regexes) from Debian's -dev
-# packages: through pkg-config when it is there, otherwise by a plain search of
-# CMAKE_PREFIX_PATH (the device machine has no pkg-config entries for packages unpacked into a
-# prefix).
+# xxhash, OpenBLAS, PCRE2 (the tokenizer's pre-tokenizer regexes) and utf8proc (the tokenizer's
+# NFC/NFD/NFKC/NFKD normalizers) from Debian's -dev packages: through pkg-config when it is
+# there, otherwise by a plain search of CMAKE_PREFIX_PATH (the device machine has no pkg-config
+# entries for packages unpacked into a prefix).
 find_package(PkgConfig QUIET)
 if(PKG_CONFIG_FOUND)
   pkg_check_modules(XXHASH QUIET IMPORTED_TARGET libxxhash)
   pkg_check_modules(OPENBLAS QUIET IMPORTED_TARGET openblas)
   pkg_check_modules(PCRE2 QUIET IMPORTED_TARGET libpcre2-8)
+  pkg_check_modules(UTF8PROC QUIET IMPORTED_TARGET libutf8proc)
 endif()
 
 add_library(bindery_dep_xxhash INTERFACE)
@@ -42,4 +43,15 @@ else()
   find_library(PCRE2_LIBRARY pcre2-8 REQUIRED)
   target_include_directories(bindery_dep_pcre2 INTERFACE ${PCRE2_INCLUDE_DIR})
   target_link_libraries(bindery_dep_pcre2 INTERFACE ${PCRE2_LIBRARY})
+endif()
+
+add_library(bindery_dep_utf8proc INTERFACE)
+add_library(bindery::utf8proc ALIAS bindery_dep_utf8proc)
+if(TARGET PkgConfig::UTF8PROC)
+  target_link_libraries(bindery_dep_utf8proc INTERFACE PkgConfig::UTF8PROC)
+else()
+  find_path(UTF8PROC_INCLUDE_DIR utf8proc.h REQUIRED)
+  find_library(UTF8PROC_LIBRARY utf8proc REQUIRED)
+  target_include_directories(bindery_dep_utf8proc INTERFACE ${UTF8PROC_INCLUDE_DIR})
+  target_link_libraries(bindery_dep_utf8proc INTERFACE ${UTF8PROC_LIBRARY})
 endif()

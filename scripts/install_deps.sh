@@ -11,6 +11,7 @@ packages=(
   libopenblas-dev                 # CPU GEMM
   zlib1g-dev                      # torch.save checkpoints (deflated zip records, CRC-32)
   libpcre2-dev                    # tokenizer.json pre-tokenizer regexes (Unicode classes)
+  libutf8proc-dev                 # tokenizer.json NFC/NFD/NFKC/NFKD normalizers (Qwen2)
   clang libclang-rt-14-dev        # libFuzzer target (optional, only for fuzzing)
   clang-format
 )

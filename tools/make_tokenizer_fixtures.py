@@ -16,13 +16,20 @@ Tokenizers (trained here with `tokenizers` on the KJV and fortunes, both public 
                 decoder Replace / ByteFallback / Fuse / Strip
     metaspace   the same model behind a Metaspace pre-tokenizer (prepend_scheme first, split)
                 and decoder Metaspace / ByteFallback / Fuse, as later Mistrals do
+    qwen2       byte-level BPE laid out as Qwen2's tokenizer.json: normalizer NFC, Split with
+                Qwen2's regex (single digits) + ByteLevel(use_regex=false), ByteLevel
+                post-processor and decoder, merges as "a b" strings, <|endoftext|>,
+                <|im_start|>, <|im_end|> after the model vocab
     bible-llama models/bible-llama/tokenizer.json, the shipped model's (not copied here)
 
 Files:
     lines.jsonl.gz           >= 10,000 test texts, one JSON string per line: English (KJV,
                              fortunes), Greek, Cyrillic, CJK, Arabic, Devanagari, emoji (ZWJ
                              sequences, skin tones, flags), numbers, whitespace runs, punctuation,
-                             special tokens in text, empty lines
+                             special tokens in text, empty lines; then --normalization-lines
+                             texts that Unicode normalization changes (decomposed letters, Hangul
+                             jamo, compatibility characters, marks out of canonical order, code
+                             points newer than Unicode 9.0) and Qwen2 chat turns
     <name>/tokenizer.json    the tokenizer (not for bible-llama)
     <name>.expected.jsonl.gz {"prefix": [...], "suffix": [...]} (what add_special_tokens puts
                              around a text), then one JSON object per line of lines.jsonl.gz:
@@ -53,6 +60,9 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
                    "<|reserved_special_token_1|>", "<|start_header_id|>", "<|end_header_id|>",
                    "<|reserved_special_token_2|>", "<|eot_id|>"]
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Whole words appended to llama3's vocab that its merges do not produce: ignore_merges makes
 # each one a single token.
 LLAMA3_WORDS = ["ĠNebuchadnezzar", "Ġhallelujah", "ĠMethuselah", "Ġabomination", "ĠZerubbabel"]
@@ -126,6 +136,35 @@ def train_llama3(texts, vocab_size):
             pair=f"{LLAMA3_SPECIALS[0]} $A {LLAMA3_SPECIALS[0]} $B",
             special_tokens=[(LLAMA3_SPECIALS[0], bos)])])
     return json.loads(tok.to_str())
+
+
+def train_qwen2(texts, vocab_size):
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
+    from tokenizers import pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    # ids after the model vocab (151643.. in Qwen2), matched on the raw text
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_SPECIALS])
+    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False,
+                                              use_regex=False)
+    j = json.loads(tok.to_str())
+    # As Qwen2's file has them (decoders.ByteLevel() takes no options; they do not matter).
+    j["decoder"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+                    "use_regex": False}
+    # Qwen2's model section: every field spelled out, merges as "a b" strings.
+    m = j["model"]
+    j["model"] = {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False,
+                  "byte_fallback": False, "ignore_merges": False, "vocab": m["vocab"],
+                  "merges": [" ".join(pair) for pair in m["merges"]]}
+    return j
 
 
 def train_sentencepiece(texts, vocab_size):
@@ -230,6 +269,41 @@ SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_heade
             "verily,", "xverily", "verilyx", " verily ", "_verily", "LORD God", "LORD  God",
             "Jehovah", " Jehovah", "Jehovahs", "<0x41>", "<0xE2>", "<|begin_of_", "<|", "|>",
             "<<s>>", "<s><s>", "</s></s>", "<|begin_of_text|><|begin_of_text|>"]
+# Text that NFC, NFD, NFKC or NFKD changes: decomposed letters, Hangul jamo (old ones and the
+# fillers do not compose), compatibility characters, marks out of canonical order, composition
+# exclusions, code points newer than Unicode 9.0 (tokenizers' tables are 9.0's: it leaves them),
+# and marks after an added token (each piece between added tokens is normalized on its own).
+NORMALIZATION_WORDS = [
+    "e\u0301", "cafe\u0301", "Cafe\u0301 au lait", "re\u0301sume\u0301", "nai\u0308ve",
+    "Zoe\u0308", "A\u030a", "A\u030angstro\u0308m", "\u212b", "\u212bngstr\u00f6m",
+    "\u00c5ngstr\u00f6m", "\u2126", "\u212a", "Sa\u0303o Paulo", "Vie\u0323\u0302t Nam",
+    "Vi\u00ea\u0323t Nam", "Ti\u00ea\u0301ng Vi\u1ec7t",
+    "\u1100\u1161\u11a8", "\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165",
+    "\u110b\u1161\u11ab\u1102\u1167\u11bc\u1112\u1161\u1109\u1166\u110b\u116d",
+    "\uac00\u11a8", "\u1100\u1161", "\u1113\u1161", "\u1100\u1176", "\u115f\u1160",
+    "\ufb01", "\ufb01nancial \ufb02ow", "\ufb00", "\ufb03", "\ufb06", "\u00b2", "x\u00b2 + y\u00b2",
+    "\u2460\u2461\u2462", "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48",
+    "\uff8a\uff9d\uff76\uff78", "\u3392", "\u2122", "\u00bd", "\u2153", "\u210c",
+    "\U0001d400\U0001d401", "\u00a0", "\u2002", "\u3000", "\u00a8", "\u00b4", "\u02d8",
+    "\u0132", "\u01c4", "\u1e9b\u0323", "a\u0301\u0323", "a\u0323\u0301", "q\u0307\u0323",
+    "\u0958", "\u0915\u093c", "\u09dc", "\uf900", "\uf91f", "\u2f00", "\u0344", "\u0340",
+    "\u0374", "\u037e", "\u0387", "\u1f71", "\u1fee", "\u304b\u3099", "\u30cf\u309a",
+    "\uff76\uff9e", "A\u030a\u0301", "\u0627\u0653", "\u0648\u0654", "\u05d1\u05bc", "\ufb2c",
+    "\u0dd9\u0dcf\u0dca", "\u0b47\u0b3e", "\u1025\u102e", "\u0f71\u0f72", "\u0f73", "\u2260",
+    "=\u0338", "<\u0338",
+    "\u32ff", "\ua7f2", "a\u1df6\u0334", "a\u0334\u1df6", "\U0001fbf1", "\U0001f16c",
+    "\U00011935\U00011930",
+    "e\u0301<|im_end|>", "<|im_start|>\u0301", "e<|endoftext|>\u0301", "A<|im_end|>\u030a",
+]
+CHAT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n")
+COMBINING_MARKS = [(0x0300, 0x036F), (0x0591, 0x05C7), (0x0610, 0x061A), (0x064B, 0x065F),
+                   (0x0951, 0x0954), (0x1DC0, 0x1DFF), (0x20D0, 0x20F0), (0x3099, 0x309A)]
+COMPATIBILITY = [(0x00A0, 0x00BF), (0x0132, 0x0149), (0x01C4, 0x01CC), (0x02B0, 0x02DD),
+                 (0x1D2C, 0x1D6A), (0x2000, 0x200A), (0x2070, 0x209C), (0x2100, 0x218B),
+                 (0x2460, 0x24FF), (0x2F00, 0x2FD5), (0x3131, 0x318E), (0x3200, 0x33FF),
+                 (0xF900, 0xFAD9), (0xFB00, 0xFB4F), (0xFE30, 0xFE6B), (0xFF01, 0xFFEE),
+                 (0x1D400, 0x1D7FF), (0x1F100, 0x1F1AD), (0x2F800, 0x2FA1D)]
 
 
 def script_text(rng, ranges, n):
@@ -311,6 +385,47 @@ def make_lines(rng, docs, count):
     return lines
 
 
+def make_normalization_lines(rng, docs, count):
+    """Texts that Unicode normalization changes, for the normalizers (Qwen2's NFC): in tokenizers
+    each piece between added tokens is normalized on its own."""
+    english = [l for d in docs for l in d.split("\n") if l.strip()]
+    lines = list(NORMALIZATION_WORDS) + [CHAT.format(w) for w in NORMALIZATION_WORDS[:8]]
+    jamo = ([chr(c) for c in range(0x1100, 0x1113)], [chr(c) for c in range(0x1161, 0x1176)],
+            [chr(c) for c in range(0x11A8, 0x11C3)])
+    while len(lines) < count:
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            kind = rng.choices(["decomposed", "word", "marks", "jamo", "compat", "other"],
+                               weights=[30, 20, 15, 10, 15, 10])[0]
+            if kind == "decomposed":
+                parts.append(unicodedata.normalize(rng.choice(["NFD", "NFKD"]),
+                                                   fragment(rng, english)))
+            elif kind == "word":
+                parts.append(rng.choice(NORMALIZATION_WORDS))
+            elif kind == "marks":  # a base and marks in any order (canonical reordering)
+                parts.append(rng.choice("aeiouAEOnNcsSyzkKw\u03b1\u0418\u05d0\u0627\u304b") +
+                             script_text(rng, COMBINING_MARKS, rng.randint(1, 4)))
+            elif kind == "jamo":  # leading, vowel and trailing jamo, or a syllable and a trailing
+                s = ""
+                for _ in range(rng.randint(1, 3)):
+                    if rng.random() < 0.3:
+                        s += chr(rng.randint(0xAC00, 0xD7A3)) + rng.choice(jamo[2])
+                    else:
+                        s += rng.choice(jamo[0]) + rng.choice(jamo[1])
+                        s += rng.choice(jamo[2]) if rng.random() < 0.5 else ""
+                parts.append(s)
+            elif kind == "compat":
+                parts.append(script_text(rng, COMPATIBILITY, rng.randint(1, 6)))
+            else:
+                parts.append(fragment(rng, english))
+            parts.append(rng.choice([" ", " ", "", "\n"]))
+        line = "".join(parts)
+        if rng.random() < 0.1:
+            line = CHAT.format(line)
+        lines.append(line)
+    return lines
+
+
 # ------------------------------------------------------------------------------- expected
 
 def expected(tok, lines):
@@ -341,8 +456,8 @@ def expected(tok, lines):
 
 def random_ids(tok, rng, count):
     vocab = tok.get_vocab_size(with_added_tokens=True)
-    byte_ids = [i for t, i in tok.get_vocab(with_added_tokens=True).items()
-                if len(t) == 6 and t.startswith("<0x")]
+    byte_ids = sorted(i for t, i in tok.get_vocab(with_added_tokens=True).items()
+                      if len(t) == 6 and t.startswith("<0x"))  # get_vocab's order is random
     out = []
     for _ in range(count):
         n = rng.randint(0, 12)
@@ -376,6 +491,7 @@ def main():
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--lines", type=int, default=10000)
+    ap.add_argument("--normalization-lines", type=int, default=800)
     ap.add_argument("--train-chars", type=int, default=2_000_000)
     args = ap.parse_args()
     from tokenizers import Tokenizer
@@ -388,6 +504,7 @@ def main():
         "llama3": train_llama3(train, 3000),
         "llama2": as_llama2(sp),
         "metaspace": as_metaspace(sp),
+        "qwen2": train_qwen2(train, 3000),
     }
     shutil.rmtree(args.out, ignore_errors=True)
     os.makedirs(args.out)
@@ -403,6 +520,9 @@ def main():
 
     rng = random.Random(args.seed)
     lines = make_lines(rng, docs, args.lines)
+    lines += make_normalization_lines(random.Random(args.seed + 2), docs, args.normalization_lines)
+    changed = sum(unicodedata.normalize("NFC", l) != l for l in lines)
+    print(f"{len(lines)} lines, {changed} of them changed by NFC")
     write_jsonl(os.path.join(args.out, "lines.jsonl.gz"), lines, compress=True)
     for name, tok in tokenizers_by_name.items():
         exp = expected(tok, lines)

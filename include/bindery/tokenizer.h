@@ -1,7 +1,7 @@
 #pragma once
 // bindery::Tokenizer: a Hugging Face tokenizer.json, encoding and decoding exactly as the
 // `tokenizers` library does for the BPE families bindery runs:
-//   - byte-level BPE (GPT-2, Llama 3, Qwen2 without its NFC normalizer): pre-tokenizer ByteLevel
+//   - byte-level BPE (GPT-2, Llama 3, Qwen2 with its NFC normalizer): pre-tokenizer ByteLevel
 //     and/or Sequence[Split(regex), ByteLevel], decoder ByteLevel;
 //   - sentencepiece-style BPE (Llama 2, Mistral): byte_fallback <0xNN> pieces, normalizer
 //     Prepend("▁") + Replace(" ", "▁") or a Metaspace pre-tokenizer, decoders Replace,
@@ -9,9 +9,10 @@
 // Added tokens (special or not; lstrip, rstrip, single_word, normalized) are matched before
 // pre-tokenization, longest first. add_special_tokens applies the post-processor
 // (TemplateProcessing, RobertaProcessing, BertProcessing, Sequence) to a single sequence.
+// Unicode normalizers NFC, NFD, NFKC and NFKD (utf8proc, held to tokenizers' Unicode 9.0 data).
 // Truncation and padding settings in the file are ignored: encode never cuts nor pads.
 //
-// Anything else in a tokenizer.json (another model type, an NFC normalizer, a Whitespace
+// Anything else in a tokenizer.json (another model type, a Lowercase normalizer, a Whitespace
 // pre-tokenizer, ...) is refused when loading with Error(kUNSUPPORTED) naming the field and the
 // type; structurally bad content (a merge naming a token that is not in the vocab, a missing
 // vocab) with Error(kCORRUPT_FILE) naming the field.

@@ -165,7 +165,8 @@ TEST_P(TokenizerMatchesTokenizers, DecodesRandomIds) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerMatchesTokenizers,
-                         ::testing::Values("gpt2", "llama3", "llama2", "metaspace", "bible-llama"),
+                         ::testing::Values("gpt2", "llama3", "llama2", "metaspace", "qwen2",
+                                           "bible-llama"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n)

@@ -1,5 +1,6 @@
 // The Tokenizer API on a tiny hand-made tokenizer.json, malformed files (each a named error),
-// and the pieces that differ between PCRE2 and the Oniguruma regexes tokenizers runs.
+// the pieces that differ between PCRE2 and the Oniguruma regexes tokenizers runs, and the
+// Unicode normalization forms.
 
 #include "bindery/tokenizer.h"
 
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bindery/error.h"
+#include "tokenizer/normalizer.h"
 #include "tokenizer/regex.h"
 
 namespace bindery {
@@ -172,8 +174,9 @@ TEST(TokenizerRefuses, UnknownUnkToken) {
 
 TEST(TokenizerRefuses, UnsupportedNormalizer) {
   json j = tiny();
-  j["normalizer"] = {{"type", "NFC"}};
-  expect_refused(j, ErrorCode::kUNSUPPORTED, {"tiny.json: normalizer", "normalizer type 'NFC'"});
+  j["normalizer"] = {{"type", "Lowercase"}};
+  expect_refused(j, ErrorCode::kUNSUPPORTED,
+                 {"tiny.json: normalizer", "normalizer type 'Lowercase'", "NFC, NFD, NFKC, NFKD"});
 }
 
 TEST(TokenizerRefuses, UnsupportedPreTokenizerInASequence) {
@@ -228,6 +231,101 @@ TEST(TokenizerRegex, ClassesFollowOniguruma) {
   EXPECT_TRUE(word.matches_at("\u0301", 0));  // a combining mark
   EXPECT_EQ(tokenizer::oniguruma_to_pcre2(R"([^\s\p{L}]+|\S\Q\s\E)"),
             R"([^\t-\r\x{20}\x{85}\p{Z}\p{L}]+|[^\t-\r\x{20}\x{85}\p{Z}]\Q\s\E)");
+}
+
+// What Python's unicodedata.normalize (Unicode 14.0) gives, which tokenizers agrees with here.
+TEST(TokenizerNormalizer, UnicodeForms) {
+  using tokenizer::UnicodeForm;
+  struct Case {
+    UnicodeForm form;
+    const char* text;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {UnicodeForm::kNFD, "\u00e9", "e\u0301"},
+      {UnicodeForm::kNFD, "\u00c5", "A\u030a"},
+      {UnicodeForm::kNFD, "\u212b", "A\u030a"},  // ANGSTROM SIGN
+      {UnicodeForm::kNFD, "\uac01", "\u1100\u1161\u11a8"},
+      {UnicodeForm::kNFD, "\ufb01", "\ufb01"},                    // compatibility only
+      {UnicodeForm::kNFD, "\u1e9b\u0323", "\u017f\u0323\u0307"},  // UAX #15's example
+      {UnicodeForm::kNFD, "a\u0301\u0323", "a\u0323\u0301"},      // canonical order
+      {UnicodeForm::kNFD, "\u0958", "\u0915\u093c"},
+      {UnicodeForm::kNFD, "\uf900", "\u8c48"},
+      {UnicodeForm::kNFC, "e\u0301", "\u00e9"},
+      {UnicodeForm::kNFC, "A\u030a", "\u00c5"},
+      {UnicodeForm::kNFC, "\u212b", "\u00c5"},
+      {UnicodeForm::kNFC, "\u1100\u1161\u11a8", "\uac01"},  // Hangul jamo
+      {UnicodeForm::kNFC, "\uac00\u11a8", "\uac01"},
+      {UnicodeForm::kNFC, "\u1113\u1161", "\u1113\u1161"},  // an old jamo does not compose
+      {UnicodeForm::kNFC, "\ufb01", "\ufb01"},
+      {UnicodeForm::kNFC, "\u1e9b\u0323", "\u1e9b\u0323"},
+      {UnicodeForm::kNFC, "a\u0323\u0301", "\u1ea1\u0301"},
+      {UnicodeForm::kNFC, "q\u0307\u0323", "q\u0323\u0307"},
+      {UnicodeForm::kNFC, "\u0958", "\u0915\u093c"},  // a composition exclusion
+      {UnicodeForm::kNFC, "\u0344", "\u0308\u0301"},
+      {UnicodeForm::kNFC, "\u30cf\u309a", "\u30d1"},
+      {UnicodeForm::kNFC, "Cafe\u0301 \u1100\u1161!", "Caf\u00e9 \uac00!"},
+      {UnicodeForm::kNFKC, "\ufb01", "fi"},
+      {UnicodeForm::kNFKC, "\ufb01nancial", "financial"},
+      {UnicodeForm::kNFKC, "x\u00b2", "x2"},
+      {UnicodeForm::kNFKC, "\u2460", "1"},
+      {UnicodeForm::kNFKC, "\uff26\uff55\uff4c\uff4c", "Full"},
+      {UnicodeForm::kNFKC, "\u3392", "MHz"},
+      {UnicodeForm::kNFKC, "\u1e9b\u0323", "\u1e69"},
+      {UnicodeForm::kNFKC, "\u00a0", " "},
+      {UnicodeForm::kNFKC, "\uff76\uff9e", "\u30ac"},
+      {UnicodeForm::kNFKC, "\U0001d400", "A"},
+      {UnicodeForm::kNFKD, "\ufb01", "fi"},
+      {UnicodeForm::kNFKD, "\u00e9", "e\u0301"},
+      {UnicodeForm::kNFKD, "\u1e9b\u0323", "s\u0323\u0307"},
+      {UnicodeForm::kNFKD, "\u00bd", "1\u20442"},
+      {UnicodeForm::kNFKD, "\u2122", "TM"},
+      {UnicodeForm::kNFKD, "\u01c4", "DZ\u030c"},
+      {UnicodeForm::kNFKD, "\uac00", "\u1100\u1161"},
+      {UnicodeForm::kNFC, "", ""},
+  };
+  for (const Case& c : cases)
+    EXPECT_EQ(tokenizer::unicode_normalize(c.text, c.form), c.expected)
+        << c.text << " in form " << static_cast<int>(c.form);
+  // U+0000 does not end the text.
+  EXPECT_EQ(tokenizer::unicode_normalize(std::string("a\0e\u0301", 5), UnicodeForm::kNFC),
+            std::string("a\0\u00e9", 4));
+}
+
+// tokenizers' normalization tables are Unicode 9.0's: later code points neither decompose nor
+// compose nor reorder (Python's unicodedata, Unicode 14.0, gives what the comments say).
+TEST(TokenizerNormalizer, CodePointsNewerThanUnicode9AreLeftAlone) {
+  using tokenizer::unicode_normalize;
+  using tokenizer::UnicodeForm;
+  EXPECT_EQ(unicode_normalize("\u32ff", UnicodeForm::kNFKC), "\u32ff");  // 14.0: \u4ee4\u548c
+  EXPECT_EQ(unicode_normalize("\ua7f2", UnicodeForm::kNFKD), "\ua7f2");  // 14.0: C
+  EXPECT_EQ(unicode_normalize("\U0001f16c", UnicodeForm::kNFKD), "\U0001f16c");  // 14.0: MR
+  EXPECT_EQ(unicode_normalize("a\u1df6\u0334", UnicodeForm::kNFD),
+            "a\u1df6\u0334");  // 14.0: a\u0334\u1df6
+  EXPECT_EQ(unicode_normalize("\U00011935\U00011930", UnicodeForm::kNFC),
+            "\U00011935\U00011930");  // 14.0: \U00011938
+  EXPECT_EQ(unicode_normalize("\U00011938", UnicodeForm::kNFD), "\U00011938");
+  // Around them everything is normalized, and nothing composes across them.
+  EXPECT_EQ(unicode_normalize("e\u0301\u32ff\u0301\ufb01", UnicodeForm::kNFKC),
+            "\u00e9\u32ff\u0301fi");
+  // The list stops at utf8proc's Unicode 15.0: a newer utf8proc needs the newer code points.
+  EXPECT_EQ(tokenizer::utf8proc_unicode_data_version(), "15.0.0")
+      << "kNewerThanUnicode9 in src/tokenizer/normalizer.cpp lists the code points up to "
+         "Unicode 15.0; add those of the newer version";
+}
+
+// The forms as tokenizer.json normalizers, alone and in a Sequence.
+TEST(TokenizerNormalizer, FromTokenizerJson) {
+  json j = tiny();
+  j["normalizer"] = {{"type", "NFKC"}};
+  const Tokenizer nfkc = load(j);
+  EXPECT_EQ(nfkc.encode("\uff41\uff42 \uff41\uff42", false), (std::vector<int32_t>{2, 4}));
+  EXPECT_EQ(nfkc.encode("<s>\uff41b", false), (std::vector<int32_t>{5, 2}));
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers", {{{"type", "NFD"}}, {{"type", "NFKD"}}, {{"type", "NFC"}}}}};
+  EXPECT_EQ(load(j).encode("\uff41\uff42", false), (std::vector<int32_t>{2}));
+  j["normalizer"] = {{"type", "NFC"}};
+  EXPECT_EQ(load(j).encode("\uff41\uff42", false), load(tiny()).encode("\uff41\uff42", false));
 }
 
 }  // namespace

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/../.."
 mkdir -p .debs
 cd .debs
 apt-get download libxxhash-dev libxxhash0 libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev \
-  libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libpcre2-dev libpcre2-8-0
+  libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libpcre2-dev libpcre2-8-0 \
+  libutf8proc-dev libutf8proc2
 rm -rf prefix && mkdir prefix
 for f in *.deb; do dpkg -x "$f" prefix; done
 find prefix -name '*.a' ! -name 'libgtest*' ! -name 'libgmock*' -delete  # GoogleTest ships static only
