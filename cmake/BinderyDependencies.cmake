@@ -23,7 +23,13 @@ endif()
 
 add_library(bindery_dep_openblas INTERFACE)
 add_library(bindery::openblas ALIAS bindery_dep_openblas)
-if(TARGET PkgConfig::OPENBLAS)
+# OFF: portable gemm loops instead (src/runtime/cpu/blas.cpp), for a machine without OpenBLAS
+# whose CPU path only has to be right (the GPU machine, where OpenBLAS's 36 MB library would not
+# fit beside the repository in what a device run may carry).
+option(BINDERY_WITH_OPENBLAS "Use OpenBLAS for CPU matrix products" ON)
+if(NOT BINDERY_WITH_OPENBLAS)
+  target_compile_definitions(bindery_dep_openblas INTERFACE BINDERY_NO_OPENBLAS)
+elseif(TARGET PkgConfig::OPENBLAS)
   target_link_libraries(bindery_dep_openblas INTERFACE PkgConfig::OPENBLAS)
 else()
   find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES x86_64-linux-gnu/openblas-pthread openblas REQUIRED)

@@ -10,15 +10,13 @@
 // Caveat: openblas_set_num_threads(1) is process-wide.
 // gemm_reference() is the plain triple loop, summing in double, that gemm() is tested against.
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <climits>
-#include <mutex>
 #include <string>
 
 #include "bindery/error.h"
 #include "core/parallel.h"
+#include "runtime/cpu/blas.h"
 #include "runtime/cpu/kernels.h"
 
 namespace bindery::cpu {
@@ -37,8 +35,6 @@ void check_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int
             " (need >= " + std::to_string(b_cols) + "), ldc=" + std::to_string(ldc) +
             " (need >= " + std::to_string(n) + ")");
 }
-
-std::once_flag g_single_threaded_blas;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -84,13 +80,9 @@ void gemv_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const
       const int64_t j0 = t * block, nj = std::min(block, n - j0);
       for (int64_t i = 0; i < m; ++i) {
         if (trans_b)  // B is [n, k]: rows j0.. of B times a's row
-          cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(nj),
-                      static_cast<blasint>(k), alpha, b + j0 * ldb, static_cast<blasint>(ldb),
-                      a + i * lda, 1, beta, c + i * ldc + j0, 1);
+          blas::sgemv(false, nj, k, alpha, b + j0 * ldb, ldb, a + i * lda, beta, c + i * ldc + j0);
         else  // B is [k, n]: a's row times columns j0.. of B
-          cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(k), static_cast<blasint>(nj),
-                      alpha, b + j0, static_cast<blasint>(ldb), a + i * lda, 1, beta,
-                      c + i * ldc + j0, 1);
+          blas::sgemv(true, k, nj, alpha, b + j0, ldb, a + i * lda, beta, c + i * ldc + j0);
       }
     }
   });
@@ -111,15 +103,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   for (int64_t v : {m, n, k, lda, ldb, ldc})
     check(v <= INT_MAX, ErrorCode::kUNSUPPORTED,
           "gemm dimension " + std::to_string(v) + " exceeds the 32-bit BLAS interface");
-  std::call_once(g_single_threaded_blas, [] { openblas_set_num_threads(1); });
   const auto call = [&](int64_t i0, int64_t mi, int64_t j0, int64_t nj) {
     const float* ap = trans_a ? a + i0 : a + i0 * lda;
     const float* bp = trans_b ? b + j0 * ldb : b + j0;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(mi),
-                static_cast<blasint>(nj), static_cast<blasint>(k), alpha, ap,
-                static_cast<blasint>(lda), bp, static_cast<blasint>(ldb), beta, c + i0 * ldc + j0,
-                static_cast<blasint>(ldc));
+    blas::sgemm(trans_a, trans_b, mi, nj, k, alpha, ap, lda, bp, ldb, beta, c + i0 * ldc + j0, ldc);
   };
   if (m <= kGEMV_ROWS && !trans_a && n * k >= kGEMV_MIN_WORK)
     return gemv_rows(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
