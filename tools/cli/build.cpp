@@ -1,7 +1,8 @@
 // bindery build <model_dir> -o <plan> [--dtype float32|bfloat16|float16] [--refit | --strip]
-// [--max-seq-len N]: builds a Llama-family checkpoint (config.json + weights, as transformers
-// saves them) into a plan. Progress goes to stderr when it is a terminal; the summary line to
-// stdout.
+// [--max-seq-len N]: builds a Llama-family checkpoint into a plan: a Hugging Face directory
+// (config.json + weights, as transformers saves them) or a Meta one (params.json +
+// consolidated.NN.pth, detected by itself). Progress goes to stderr when it is a terminal; the
+// summary line to stdout.
 
 #include <cstdio>
 #include <filesystem>
@@ -22,7 +23,9 @@ Command add_build(CLI::App& app) {
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(
       "build", "Build a Llama-family checkpoint directory (Llama, Qwen2, Mistral) into a plan");
-  cmd->add_option("model_dir", o->model_dir, "Directory with config.json and the weights")
+  cmd->add_option("model_dir", o->model_dir,
+                  "Checkpoint directory: Hugging Face (config.json and the weights) or Meta "
+                  "(params.json and consolidated.NN.pth)")
       ->required()
       ->check(CLI::ExistingDirectory);
   cmd->add_option("-o,--output", o->output, "Plan file to write")->required();

@@ -49,7 +49,8 @@ class TtyProgress {
 };
 
 /// Engine::load of `plan_path`; when `weights_dir` is not empty, every refittable weight is
-/// then refit from the checkpoint there (refit_from_hf_checkpoint: a stripped plan is fine).
+/// then refit from the checkpoint there, Hugging Face or Meta (refit_from_hf_checkpoint: a
+/// stripped plan is fine).
 /// Throws kMISSING_WEIGHTS, naming the plan and the way out, when the engine still misses
 /// weights (a stripped plan run without --weights).
 std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,

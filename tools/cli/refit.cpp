@@ -1,6 +1,6 @@
 // bindery refit <plan> --from <model_dir> [-o <out_plan>] [--full]: new weights for a
-// refittable Llama plan from a checkpoint directory of the same architecture, saved in place
-// or to -o.
+// refittable Llama plan from a checkpoint directory of the same architecture (Hugging Face or
+// Meta), saved in place or to -o.
 //
 // The plan file is written atomically (the whole plan is serialized in memory first, then a
 // temporary file beside it is renamed over it), so a refit that fails (missing tensors, wrong
@@ -30,7 +30,8 @@ Command add_refit(CLI::App& app) {
   cmd->add_option("plan", o->plan, "Refittable plan file (bindery build --refit or --strip)")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--from", o->from, "Checkpoint directory with the new weights")
+  cmd->add_option("--from", o->from,
+                  "Checkpoint directory with the new weights (Hugging Face or Meta format)")
       ->required()
       ->check(CLI::ExistingDirectory);
   cmd->add_option("-o,--output", o->output, "Write the refit plan here (default: in place)");

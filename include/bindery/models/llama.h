@@ -68,7 +68,9 @@ struct LoadedLlama {
 /// from any layout CheckpointReader reads. Errors: kNOT_FOUND listing every missing tensor,
 /// kSHAPE_MISMATCH / kDTYPE_MISMATCH naming the tensor, expected and actual. Unused tensors
 /// are a warning. `dtype`: the weights' type in the model (nullopt: the config's dtype);
-/// checkpoint tensors of another float type are converted.
+/// checkpoint tensors of another float type are converted. A Meta checkpoint directory
+/// (params.json + consolidated.NN.pth) is detected and read as load_from_meta_llama does
+/// (bindery/models/meta_llama.h).
 LoadedLlama load_from_hf_checkpoint(const std::string& dir, const Mapping& mapping = {},
                                     std::optional<DataType> dtype = std::nullopt);
 
@@ -94,7 +96,8 @@ struct RefitSummary {
   int64_t bytes_read = 0;
 };
 /// Refits every refittable weight of `engine` from the checkpoint in `dir` (names as the
-/// loader maps them, converted to the engine's source types). All or nothing.
+/// loader maps them, converted to the engine's source types). All or nothing. `dir` may be a
+/// Meta checkpoint; its params.json is then the config compared with the engine's.
 RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir);
 
 }  // namespace bindery::models

@@ -1,5 +1,7 @@
 // Binding Llama-family checkpoints: load_from_hf_checkpoint, build_llama, refit from a
-// checkpoint directory.
+// checkpoint directory. Both read it through LlamaWeightSource, which takes Hugging Face and Meta
+// directories alike: a Meta checkpoint's shards are merged and its q/k permuted at load into
+// tensors under HF names, so the engine (and a refit from a Meta directory) sees HF names.
 
 #include <filesystem>
 #include <fstream>
@@ -11,7 +13,9 @@
 #include "bindery/error.h"
 #include "bindery/logging.h"
 #include "bindery/models/llama.h"
+#include "bindery/models/meta_llama.h"
 #include "bindery/refitter.h"
+#include "models/llama/weight_source.h"
 
 namespace bindery::models {
 namespace {
@@ -32,54 +36,33 @@ std::string file_text(const std::filesystem::path& file) {
   return text.str();
 }
 
-std::string stored_text(const io::StoredTensor& t) {
-  return std::string(io::element_type_name(t.dtype)) + to_string(t.shape);
-}
-
-// The checkpoint tensor for a weight of `desc`, as a view when its type and layout already
-// are the weight's, else converted into `keep` (which must outlive the returned view).
-Weights weights_for(const io::CheckpointReader& reader, const std::string& name,
-                    const TensorDesc& desc, std::vector<HostTensor>& keep) {
-  const io::StoredTensor& t = reader.tensor(name);
-  check(t.shape == desc.dims, ErrorCode::kSHAPE_MISMATCH,
-        "tensor '" + name + "' in " + t.file + " is " + stored_text(t) + "; the model expects " +
-            to_string(desc));
-  check(io::is_floating(t.dtype) == is_floating(desc.dtype), ErrorCode::kDTYPE_MISMATCH,
-        "tensor '" + name + "' in " + t.file + " is " + stored_text(t) + "; the model expects " +
-            to_string(desc));
-  if (io::to_data_type(t.dtype) == desc.dtype && t.is_contiguous()) return reader.view(name);
-  keep.push_back(reader.read(name, desc.dtype));
-  return keep.back().view();
-}
-
-}  // namespace
-
-LoadedLlama load_from_hf_checkpoint(const std::string& dir, const Mapping& mapping,
-                                    std::optional<DataType> dtype) {
+// `open` opens the source once the cheap checks have passed.
+LoadedLlama load_from_source(const std::function<LlamaWeightSource()>& open, const Mapping& mapping,
+                             std::optional<DataType> dtype) {
   check(mapping.tp_size == 1 && mapping.tp_rank == 0, ErrorCode::kUNSUPPORTED,
         "tensor-parallel loading (tp_size " + std::to_string(mapping.tp_size) +
             ") is not supported yet; use tp_size 1");
+  LlamaWeightSource source = open();
+  const std::string& dir = source.dir();
   LoadedLlama out;
-  out.config = LlamaConfig::load(dir);
+  out.config = source.config();
   const DataType type = dtype.value_or(out.config.dtype);
   check(is_floating(type), ErrorCode::kDTYPE_MISMATCH,
         "model weights must be f32, f16 or bf16, got " + std::string(dtype_name(type)));
-  out.checkpoint = std::make_unique<io::CheckpointReader>(io::CheckpointReader::open(dir));
   out.model = std::make_unique<LlamaForCausalLM>(out.config, type);
-  const io::CheckpointReader& reader = *out.checkpoint;
 
   auto params = out.model->named_parameters();
   std::vector<std::string> missing;
   for (const auto& p : params)
-    if (!reader.contains(p.name)) missing.push_back(p.name);
+    if (!source.contains(p.name)) missing.push_back(p.name);
   check(missing.empty(), ErrorCode::kNOT_FOUND,
         "checkpoint " + dir + " lacks " + std::to_string(missing.size()) +
-            " tensor(s) the model needs: " + joined(missing, 1000));
+            " tensor(s) the model needs: " + joined(missing, 1000) + source.naming_note(missing));
   std::vector<Weights> values;
   std::vector<HostTensor> converted;
   converted.reserve(params.size());  // views into it must not move
   for (const auto& p : params)
-    values.push_back(weights_for(reader, p.name, {p.value.dtype(), p.value.shape()}, converted));
+    values.push_back(source.weights(p.name, {p.value.dtype(), p.value.shape()}, converted));
   // Converted tensors are handed to their parameters; views borrow the checkpoint's memory.
   size_t next_converted = 0;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -90,12 +73,24 @@ LoadedLlama load_from_hf_checkpoint(const std::string& dir, const Mapping& mappi
   }
   std::set<std::string> used;
   for (const auto& p : params) used.insert(p.name);
-  for (const io::StoredTensor& t : reader.tensors())
-    if (!used.count(t.name)) out.unused.push_back(t.name);
+  out.unused = source.unused(used);
   if (!out.unused.empty())
     log_warning("checkpoint " + dir + ": " + std::to_string(out.unused.size()) +
                 " tensor(s) not used by the model: " + joined(out.unused));
+  out.checkpoint = source.release_reader();
   return out;
+}
+
+}  // namespace
+
+LoadedLlama load_from_hf_checkpoint(const std::string& dir, const Mapping& mapping,
+                                    std::optional<DataType> dtype) {
+  return load_from_source([&] { return LlamaWeightSource::open(dir); }, mapping, dtype);
+}
+
+LoadedLlama load_from_meta_llama(const std::string& dir, const Mapping& mapping,
+                                 std::optional<DataType> dtype) {
+  return load_from_source([&] { return LlamaWeightSource::open_meta(dir); }, mapping, dtype);
 }
 
 Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
@@ -134,10 +129,10 @@ namespace {
 // A checkpoint of another architecture can have every tensor the engine needs with the right
 // shapes (qwen2 into a llama engine: its biases would just go unused), so the configs must agree
 // on everything that changes what the network computes.
-void check_same_architecture(const PlanMetadata& plan, const std::string& dir) {
+void check_same_architecture(const PlanMetadata& plan, const LlamaWeightSource& source) {
   if (!plan.properties.count("model.config")) return;  // not built by build_llama
   const LlamaConfig built = config_of(plan);
-  const LlamaConfig given = LlamaConfig::load(dir);
+  const LlamaConfig& given = source.config();
   std::string differences;
   const auto compare = [&](const char* field, const auto& a, const auto& b) {
     if (a != b) differences += std::string(differences.empty() ? "" : ", ") + field;
@@ -158,30 +153,32 @@ void check_same_architecture(const PlanMetadata& plan, const std::string& dir) {
   compare("rope factor", built.rope.factor, given.rope.factor);
   compare("sliding_window", built.sliding_window, given.sliding_window);
   check(differences.empty(), ErrorCode::kINVALID_ARGUMENT,
-        "checkpoint " + dir + " is not the architecture the engine was built from (" +
-            built.model_type + "): its config.json differs in " + differences);
+        "checkpoint " + source.dir() + " is not the architecture the engine was built from (" +
+            built.model_type + "): its " +
+            std::filesystem::path(source.config_file()).filename().string() + " differs in " +
+            differences);
 }
 
 }  // namespace
 
 RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
-  check_same_architecture(engine.metadata(), dir);
-  const io::CheckpointReader reader = io::CheckpointReader::open(dir);
+  const LlamaWeightSource source = LlamaWeightSource::open(dir);
+  check_same_architecture(engine.metadata(), source);
   Refitter refitter(engine);
   const std::vector<std::string> names = refitter.all_weights();
   check(!names.empty(), ErrorCode::kNOT_REFITTABLE,
         "the engine has no refittable weights (build it with --refit or --strip)");
   std::vector<std::string> missing;
   for (const std::string& n : names)
-    if (!reader.contains(n)) missing.push_back(n);
+    if (!source.contains(n)) missing.push_back(n);
   check(missing.empty(), ErrorCode::kNOT_FOUND,
         "checkpoint " + dir + " lacks " + std::to_string(missing.size()) +
-            " weight(s) the engine needs: " + joined(missing, 1000));
+            " weight(s) the engine needs: " + joined(missing, 1000) + source.naming_note(missing));
   RefitSummary summary;
   std::vector<HostTensor> converted;
   converted.reserve(names.size());
   for (const std::string& n : names) {
-    const Weights w = weights_for(reader, n, refitter.weights_prototype(n), converted);
+    const Weights w = source.weights(n, refitter.weights_prototype(n), converted);
     refitter.set_named_weights(n, w);
     summary.bytes_read += w.size_bytes();
     ++summary.weights_set;
