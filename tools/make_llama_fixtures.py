@@ -2,7 +2,8 @@
 """Makes tiny random Llama-family checkpoints and their golden outputs with transformers.
 
     pip install torch transformers safetensors
-    python3 tools/make_llama_fixtures.py [out_dir]      (default tests/fixtures/llama)
+    python3 tools/make_llama_fixtures.py [out_dir] [--only NAME ...]
+                                                 (default tests/fixtures/llama, every model)
 
 One directory per model (config.json + model.safetensors, as save_pretrained writes them) and
 a golden.safetensors beside it holding, for each prompt i:
@@ -11,19 +12,19 @@ a golden.safetensors beside it holding, for each prompt i:
     logits_bf16.i  F32 [n, vocab]     the same with the whole model in bfloat16 (reference only)
     greedy.i       I64 [n + NEW]      prompt then NEW greedy tokens (argmax, fp32)
 Weights are drawn with a large initializer_range so that logits are peaked, and a model's seed
-is the first (in a fixed order) whose greedy tokens survive rounding its weights to bf16.
+is the first (in a fixed order) whose greedy tokens survive rounding its weights to bf16 (and,
+for a mixture of experts, whose routing has no near-tie that rounding could flip).
 """
+import argparse
 import json
 import os
-import sys
 
 import torch
 from safetensors.torch import save_file
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM)
+                          MixtralConfig, MixtralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-    os.path.dirname(__file__), "..", "tests", "fixtures", "llama")
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "llama")
 NEW = 12
 PROMPTS = [[1, 5, 9, 23, 42, 7, 100, 3], [1, 77, 13], [1, 200, 150, 99, 31, 64]]
 COMMON = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -44,7 +45,14 @@ MODELS = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(rope_theta=1000000.0), 14),
     # Mistral with a sliding window shorter than the prompts.
     "mistral": (MistralConfig, MistralForCausalLM, dict(sliding_window=4, rope_theta=10000.0), 15),
+    # Mixtral: each MLP a sparse mixture of 4 experts, 2 per token (smaller experts keep the
+    # checkpoint under 1 MB).
+    "mixtral": (MixtralConfig, MixtralForCausalLM, dict(
+        num_local_experts=4, num_experts_per_tok=2, intermediate_size=64, rope_theta=10000.0), 16),
 }
+# The smallest gap allowed between the k-th and (k+1)-th router probability of any token: a
+# closer pair could swap under another summation order and route the token elsewhere.
+ROUTER_MARGIN = 1e-3
 
 
 def greedy(model, prompt):
@@ -55,10 +63,31 @@ def greedy(model, prompt):
     return ids[0]
 
 
+def router_margin(model, prompts):
+    """The smallest top-k gap of router probabilities over every token, layer and prompt."""
+    gaps = []
+
+    def hook(module, args, output):
+        probs = torch.softmax(output[0].float(), dim=-1).sort(dim=-1, descending=True).values
+        k = module.top_k
+        gaps.append((probs[:, k - 1] - probs[:, k]).min().item())
+
+    handles = [layer.mlp.gate.register_forward_hook(hook) for layer in model.model.layers]
+    with torch.no_grad():
+        for p in prompts:
+            model(p.view(1, -1))
+    for h in handles:
+        h.remove()
+    return min(gaps)
+
+
 def make(name, config_cls, model_cls, extra, seed):
     torch.manual_seed(seed)
-    config = config_cls(**COMMON, **extra)
+    config = config_cls(**{**COMMON, **extra})
     config._attn_implementation = "eager"
+    moe = getattr(config, "num_local_experts", 0) > 0
+    if moe:
+        config._experts_implementation = "eager"  # the reference loop over experts
     model = model_cls(config).eval()
     with torch.no_grad():  # norms start at ones; perturb them so their weights matter
         for n, p in model.named_parameters():
@@ -76,11 +105,18 @@ def make(name, config_cls, model_cls, extra, seed):
             golden[f"prompt.{i}"] = ids[0].to(torch.int64)
             golden[f"logits.{i}"] = model(ids).logits[0].float().contiguous()
             golden[f"greedy.{i}"] = greedy(model, prompt).to(torch.int64)
+        # Routing must not hinge on rounding: no near-ties over the prompts and their greedy
+        # continuations, with the fp32 weights and with them rounded to bf16 (below).
+        seqs = [golden[f"greedy.{i}"] for i in range(len(PROMPTS))]
+        margins = [router_margin(model, seqs)] if moe else []
         # bindery's bf16 engines hold bf16 weights and compute in f32: the same model with its
         # weights rounded to bf16 must keep the first 8 greedy tokens, or the seed is a bad one.
         rounded = model.to(torch.bfloat16).to(torch.float32)
         agree = [bool((greedy(rounded, p)[: len(p) + 8] == golden[f"greedy.{i}"][: len(p) + 8]).all())
                  for i, p in enumerate(PROMPTS)]
+        if moe:
+            margins.append(router_margin(rounded, seqs))
+            agree.append(min(margins) > ROUTER_MARGIN)
         bf16 = model.to(torch.bfloat16)
         for i, prompt in enumerate(PROMPTS):
             golden[f"logits_bf16.{i}"] = bf16(torch.tensor([prompt])).logits[0].float().contiguous()
@@ -135,9 +171,49 @@ def rope_cases():
         json.dump(cases, f, indent=1)
 
 
+def router_cases():
+    """Mixtral routing (experts and weights per token) from transformers' own router, on logits
+    with ties, where the choice is torch.topk's: rows of equal logits (a zero router), small
+    integers, and logits so negative that their probabilities are 0."""
+    from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for experts, top_k in [(4, 1), (4, 2), (4, 3), (8, 2), (8, 3), (16, 4), (64, 1), (128, 2),
+                           (128, 8)]:
+        rows = [torch.zeros(experts), torch.randn(experts, generator=gen),
+                torch.randint(0, 2, (experts,), generator=gen).float(),
+                torch.randint(0, 3, (experts,), generator=gen).float(),
+                torch.where(torch.arange(experts) % 3 == 0, -1e30, 0.5)]
+        logits = torch.stack(rows)
+        config = MixtralConfig(hidden_size=len(rows), num_local_experts=experts,
+                               num_experts_per_tok=top_k)
+        router = MixtralTopKRouter(config)
+        with torch.no_grad():
+            router.weight.copy_(logits.t())  # identity inputs give back exactly these logits
+            out_logits, weights, indices = router(torch.eye(len(rows)))
+        assert torch.equal(out_logits, logits)
+        cases.append({"experts": experts, "top_k": top_k, "logits": logits.tolist(),
+                      "indices": indices.tolist(), "weights": weights.tolist()})
+    with open(os.path.join(OUT, "router_cases.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+
+
 def main():
-    rope_cases()
+    global OUT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out_dir", nargs="?", default=OUT)
+    parser.add_argument("--only", nargs="+", choices=sorted(MODELS), metavar="NAME",
+                        help="make only these models (and not rope_cases.json; router_cases.json "
+                             "comes with mixtral)")
+    args = parser.parse_args()
+    OUT = args.out_dir
+    if not args.only:
+        rope_cases()
+    if not args.only or "mixtral" in args.only:
+        router_cases()
     for name, (config_cls, model_cls, extra, seed) in MODELS.items():
+        if args.only and name not in args.only:
+            continue
         # Seeds are tried in a fixed order, so the output is reproducible.
         while not make(name, config_cls, model_cls, extra, seed):
             seed += 1000

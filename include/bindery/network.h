@@ -117,6 +117,9 @@ class Network {
   /// q, k, v [T, heads * head_dim], positions and seq_ids [T]; the KV cache is the context's.
   Layer* add_attention(Tensor* q, Tensor* k, Tensor* v, Tensor* positions, Tensor* seq_ids,
                        AttentionParams params);
+  /// x [T, H], router_logits [T, E], gate_up [E*2F, H] and down [E*H, F] (the experts'
+  /// weights stacked, see MoeParams) → [T, H].
+  Layer* add_moe(Tensor* x, Tensor* router_logits, Tensor* gate_up, Tensor* down, MoeParams params);
 
   // ---- outputs, debug tensors, refit marks ----
   void mark_output(Tensor* t);

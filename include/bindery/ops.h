@@ -38,6 +38,8 @@ enum class LayerType : uint8_t {
   kROTARY,     // inputs x [T, heads * head_dim], positions [T], seq_ids [T] (optional): rope
   kATTENTION,  // inputs q [T, Hq*D], k [T, Hkv*D], v [T, Hkv*D], positions [T], seq_ids [T]:
                // causal GQA over the context's KV cache (written first, then attended)
+  kMOE,        // inputs x [T, H], router_logits [T, E], gate_up [E*2F, H], down [E*H, F]: a sparse
+               // mixture of gated-MLP experts, top-k routed per token
 };
 
 enum class ElementwiseOp : uint8_t { kSUM, kSUB, kPROD, kDIV, kMIN, kMAX, kPOW };
@@ -159,11 +161,28 @@ struct AttentionParams {
   int64_t cache_index = 0;     // which of the context's KV caches (one per attention layer)
 };
 
+/// A sparse mixture of experts (transformers' MixtralSparseMoeBlock). Per token t:
+///   probs = softmax(router_logits[t]) (f32); the top_k experts by prob, largest first (ties:
+///   the lower expert index first); weights = their probs, divided by the probs' sum when
+///   normalize_top_k; y[t] = sum over the chosen experts e, in increasing e, of
+///   weight_e * down_e(activation(gate_e x) * up_e x).
+/// Expert e's weights are rows of two stacked matrices, so every expert can be one slot part
+/// (a refit of one expert rewrites only its rows): gate_up rows [e*2F, e*2F + F) are its gate
+/// (w1), rows [e*2F + F, (e+1)*2F) its up (w3), each [F, H]; down rows [e*H, (e+1)*H) its
+/// down projection (w2) [H, F].
+struct MoeParams {
+  int64_t num_experts = 1;  // E
+  int64_t top_k = 1;        // experts per token, 1..E
+  int64_t ffn_size = 0;     // F: each expert's intermediate size
+  UnaryOp activation = UnaryOp::kSILU;
+  bool normalize_top_k = true;  // Mixtral renormalises the chosen probs to sum to 1
+};
+
 using LayerParams =
     std::variant<ConstantParams, MatMulParams, ElementwiseParams, UnaryParams, SoftmaxParams,
                  ReduceParams, NormParams, GatherParams, ReshapeParams, TransposeParams,
                  ConcatParams, SliceParams, CastParams, ConvParams, BatchNormParams, PoolingParams,
-                 RotaryParams, AttentionParams>;
+                 RotaryParams, AttentionParams, MoeParams>;
 
 /// The params alternative a layer type carries (kRMSNORM/kLAYERNORM share NormParams).
 LayerParams default_params(LayerType type);

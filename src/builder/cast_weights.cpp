@@ -30,7 +30,8 @@ void cast_weights(BuildState& s) {
         case LayerType::kBATCHNORM:
         case LayerType::kRMSNORM:
         case LayerType::kLAYERNORM:
-        case LayerType::kGATHER: break;
+        case LayerType::kGATHER:
+        case LayerType::kMOE: break;
         default: widening = false;
       }
     }

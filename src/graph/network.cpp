@@ -202,6 +202,10 @@ Layer* Network::add_attention(Tensor* q, Tensor* k, Tensor* v, Tensor* positions
                               AttentionParams params) {
   return add_layer(LayerType::kATTENTION, std::move(params), {q, k, v, positions, seq_ids});
 }
+Layer* Network::add_moe(Tensor* x, Tensor* router_logits, Tensor* gate_up, Tensor* down,
+                        MoeParams params) {
+  return add_layer(LayerType::kMOE, std::move(params), {x, router_logits, gate_up, down});
+}
 
 void Network::mark_output(Tensor* t) {
   check(t != nullptr, ErrorCode::kINVALID_ARGUMENT, "mark_output(nullptr)");

@@ -47,6 +47,7 @@ std::string_view layer_type_name(LayerType t) {
     case LayerType::kPOOLING: return "pooling";
     case LayerType::kROTARY: return "rotary";
     case LayerType::kATTENTION: return "attention";
+    case LayerType::kMOE: return "moe";
   }
   return "unknown";
 }
@@ -126,6 +127,7 @@ LayerParams default_params(LayerType type) {
     case LayerType::kPOOLING: return PoolingParams{};
     case LayerType::kROTARY: return RotaryParams{};
     case LayerType::kATTENTION: return AttentionParams{};
+    case LayerType::kMOE: return MoeParams{};
   }
   throw Error(ErrorCode::kINVALID_ARGUMENT,
               "unknown layer type " + std::to_string(static_cast<int>(type)));
@@ -156,6 +158,7 @@ std::pair<int, int> input_arity(LayerType t) {
     case LayerType::kPOOLING: return {1, 1};
     case LayerType::kROTARY: return {2, 3};
     case LayerType::kATTENTION: return {5, 5};
+    case LayerType::kMOE: return {4, 4};
   }
   return {0, 0};
 }
@@ -182,7 +185,7 @@ constexpr const char* kParamsNames[] = {
     "ConstantParams", "MatMulParams", "ElementwiseParams", "UnaryParams",   "SoftmaxParams",
     "ReduceParams",   "NormParams",   "GatherParams",      "ReshapeParams", "TransposeParams",
     "ConcatParams",   "SliceParams",  "CastParams",        "ConvParams",    "BatchNormParams",
-    "PoolingParams",  "RotaryParams", "AttentionParams"};
+    "PoolingParams",  "RotaryParams", "AttentionParams",   "MoeParams"};
 static_assert(std::size(kParamsNames) == std::variant_size_v<LayerParams>);
 
 template <class P>
@@ -618,6 +621,39 @@ TensorDesc infer_attention(const AttentionParams& p, std::span<const TensorDesc>
   return {DataType::kFLOAT, {in[0].dims[0], widths[0]}};
 }
 
+// x [T, H], router_logits [T, E], gate_up [E*2F, H], down [E*H, F]. The stacked weights must
+// have static dims (they are weights); H may come from them when x's is dynamic.
+TensorDesc infer_moe(const MoeParams& p, std::span<const TensorDesc> in) {
+  const int64_t e = p.num_experts, f = p.ffn_size;
+  BINDERY_EXPECT(e > 0 && p.top_k > 0 && p.top_k <= e && f > 0,
+                 "moe needs experts > 0, 0 < top_k <= experts and ffn_size > 0; got experts " +
+                     str(e) + ", top_k " + str(p.top_k) + ", ffn_size " + str(f));
+  const char* names[] = {"moe input", "moe router_logits", "moe gate_up", "moe down"};
+  for (int i = 0; i < 4; ++i) {
+    expect_float(in[i], names[i]);
+    expect_rank(in[i], 2, names[i]);
+  }
+  const TensorDesc &x = in[0], &logits = in[1], &gate_up = in[2], &down = in[3];
+  BINDERY_EXPECT(agree(logits.dims[0], x.dims[0]),
+                 "moe router_logits " + str(logits.dims) + " has " + str(logits.dims[0]) +
+                     " rows for " + str(x.dims[0]) + " tokens (input " + str(x.dims) + ")");
+  BINDERY_EXPECT(agree(logits.dims[1], e), "moe router_logits " + str(logits.dims) + " has " +
+                                               str(logits.dims[1]) + " columns for " + str(e) +
+                                               " experts");
+  BINDERY_EXPECT(!is_dynamic(gate_up.dims) && !is_dynamic(down.dims),
+                 "moe gate_up " + str(gate_up.dims) + " and down " + str(down.dims) +
+                     " must have static dims");
+  const int64_t h = gate_up.dims[1];
+  BINDERY_EXPECT(gate_up.dims[0] == e * 2 * f && agree(x.dims[1], h),
+                 "moe gate_up must be [experts * 2 * ffn_size, hidden] = [" + str(e * 2 * f) +
+                     ", " + str(x.dims[1]) + "] (experts " + str(e) + ", ffn_size " + str(f) +
+                     ", input " + str(x.dims) + "), got " + str(gate_up.dims));
+  BINDERY_EXPECT(down.dims[0] == e * h && down.dims[1] == f,
+                 "moe down must be [experts * hidden, ffn_size] = [" + str(e * h) + ", " + str(f) +
+                     "] (experts " + str(e) + ", hidden " + str(h) + "), got " + str(down.dims));
+  return {DataType::kFLOAT, {x.dims[0], h}};
+}
+
 }  // namespace
 
 std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
@@ -700,6 +736,7 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
           infer_rotary(params_as<RotaryParams>(type, params), inputs[0], inputs[1], optional(2))};
     case LayerType::kATTENTION:
       return {infer_attention(params_as<AttentionParams>(type, params), inputs)};
+    case LayerType::kMOE: return {infer_moe(params_as<MoeParams>(type, params), inputs)};
   }
   fail("unknown layer type " + str(static_cast<int>(type)));
 }

@@ -47,6 +47,7 @@ constexpr Named<LayerType> kLayerTypes[] = {
     {LayerType::kPOOLING, "pooling"},
     {LayerType::kROTARY, "rotary"},
     {LayerType::kATTENTION, "attention"},
+    {LayerType::kMOE, "moe"},
 };
 constexpr Named<ElementwiseOp> kElementwiseOps[] = {
     {ElementwiseOp::kSUM, "add"}, {ElementwiseOp::kSUB, "sub"}, {ElementwiseOp::kPROD, "mul"},
@@ -102,10 +103,11 @@ size_t params_index(LayerType t) {
     case LayerType::kPOOLING: return 15;
     case LayerType::kROTARY: return 16;
     case LayerType::kATTENTION: return 17;
+    case LayerType::kMOE: return 18;
   }
   return std::variant_npos;
 }
-static_assert(std::variant_size_v<LayerParams> == 18,
+static_assert(std::variant_size_v<LayerParams> == 19,
               "a new LayerParams alternative needs params_index, write_params and read_params");
 
 std::string join(const std::string& path, std::string_view key) {
@@ -226,6 +228,12 @@ json params_to_json(LayerType type, const LayerParams& params, const std::string
           o["sliding_window"] = p.sliding_window;
           o["max_seq_len"] = p.max_seq_len;
           o["cache_index"] = p.cache_index;
+        } else if constexpr (std::is_same_v<P, MoeParams>) {
+          o["num_experts"] = p.num_experts;
+          o["top_k"] = p.top_k;
+          o["ffn_size"] = p.ffn_size;
+          o["activation"] = name_of(kUnaryOps, p.activation, join(path, "activation"));
+          o["normalize_top_k"] = p.normalize_top_k;
         } else {
           static_assert(sizeof(P) == 0, "unhandled LayerParams alternative");
         }
@@ -533,6 +541,9 @@ LayerParams read_params(LayerType type, const In& in) {
       return AttentionParams{in.i64("num_heads"),  in.i64("num_kv_heads"),   in.i64("head_dim"),
                              in.f32("scale"),      in.i64("sliding_window"), in.i64("max_seq_len"),
                              in.i64("cache_index")};
+    case LayerType::kMOE:
+      return MoeParams{in.i64("num_experts"), in.i64("top_k"), in.i64("ffn_size"),
+                       in.enumeration("activation", kUnaryOps), in.boolean("normalize_top_k")};
   }
   fail(in.path(), "no params for this layer type");  // unreachable: type came from kLayerTypes
 }

@@ -54,7 +54,7 @@ TEST(OpsVocabulary, NamesAreStable) {
 }
 
 TEST(OpsVocabulary, DefaultParamsMatchTheirLayerType) {
-  for (int t = 0; t <= static_cast<int>(LayerType::kATTENTION); ++t) {
+  for (int t = 0; t <= static_cast<int>(LayerType::kMOE); ++t) {
     const auto type = static_cast<LayerType>(t);
     EXPECT_TRUE(params_match(type, default_params(type))) << layer_type_name(type);
   }
@@ -388,6 +388,48 @@ TEST(OpsShape, PoolingOutputSizeAndParams) {
   p = PoolingParams{};
   p.window = {4, 4};
   expect_invalid(LayerType::kPOOLING, p, {f32({1, 2, 3, 3})}, {"larger than the padded input"});
+}
+
+// ---- mixture of experts: x [T, H], router_logits [T, E], gate_up [E*2F, H], down [E*H, F] ----
+
+TEST(OpsShape, MoeOutputsTokensByHidden) {
+  const MoeParams p{4, 2, 16, UnaryOp::kSILU, true};
+  const TensorDesc gate_up = of(DataType::kBF16, {4 * 2 * 16, 8});
+  const TensorDesc down = of(DataType::kBF16, {4 * 8, 16});
+  const TensorDesc y = infer1(LayerType::kMOE, p, {f32({D, 8}), f32({D, 4}), gate_up, down});
+  EXPECT_EQ(y.dims, (Dims{D, 8}));
+  EXPECT_EQ(y.dtype, DataType::kFLOAT);
+  // A dynamic hidden dim is pinned by the stacked weights.
+  EXPECT_EQ(infer1(LayerType::kMOE, p, {f32({3, D}), f32({3, 4}), gate_up, down}).dims,
+            (Dims{3, 8}));
+}
+
+TEST(OpsShape, MoeRejectsBadParamsAndMismatchedInputs) {
+  const MoeParams p{4, 2, 16, UnaryOp::kSILU, true};
+  const TensorDesc x = f32({5, 8}), logits = f32({5, 4});
+  const TensorDesc gate_up = f32({128, 8}), down = f32({32, 16});
+  expect_invalid(LayerType::kMOE, MoeParams{4, 5, 16, UnaryOp::kSILU, true},
+                 {x, logits, gate_up, down}, {"top_k 5", "experts 4"});
+  expect_invalid(LayerType::kMOE, MoeParams{0, 1, 16, UnaryOp::kSILU, true},
+                 {x, logits, gate_up, down}, {"experts 0"});
+  expect_invalid(LayerType::kMOE, MoeParams{4, 2, 0, UnaryOp::kSILU, true},
+                 {x, logits, gate_up, down}, {"ffn_size 0"});
+  expect_invalid(LayerType::kMOE, p, {x, logits, gate_up}, {"takes 4", "got 3"});
+  expect_invalid(LayerType::kMOE, p, {f32({5, 2, 4}), logits, gate_up, down},
+                 {"moe input", "rank 2"});
+  expect_invalid(LayerType::kMOE, p, {x, of(DataType::kINT32, {5, 4}), gate_up, down},
+                 {"moe router_logits", "i32"});
+  expect_invalid(LayerType::kMOE, p, {x, f32({6, 4}), gate_up, down},
+                 {"router_logits [6, 4]", "6 rows for 5 tokens"});
+  expect_invalid(LayerType::kMOE, p, {x, f32({5, 3}), gate_up, down}, {"3 columns for 4 experts"});
+  expect_invalid(LayerType::kMOE, p, {x, logits, f32({96, 8}), down},
+                 {"gate_up must be [experts * 2 * ffn_size, hidden] = [128, 8]", "got [96, 8]"});
+  expect_invalid(LayerType::kMOE, p, {x, logits, f32({128, 7}), down}, {"= [128, 8]"});
+  expect_invalid(LayerType::kMOE, p, {x, logits, gate_up, f32({32, 8})},
+                 {"down must be [experts * hidden, ffn_size] = [32, 16]", "got [32, 8]"});
+  expect_invalid(LayerType::kMOE, p, {x, logits, f32({D, 8}), down}, {"static dims"});
+  expect_invalid(LayerType::kMOE, ConvParams{}, {x, logits, gate_up, down},
+                 {"MoeParams", "ConvParams"});
 }
 
 // ---- the Network passes absent optional inputs as kABSENT_DESC ----

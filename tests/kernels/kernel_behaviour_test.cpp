@@ -72,6 +72,9 @@ std::vector<NodeCase> large_nodes() {
        {rnd(f, {4, 32, 40, 40}), rnd(f, {32}), rnd(f, {32}), rnd(f, {32}),
         random_buf(f, {32}, rng, 0.5, 2)}},
       {make_node(LayerType::kPOOLING, pool, "pool"), {rnd(f, {4, 32, 40, 40})}},
+      {make_node(LayerType::kMOE, MoeParams{8, 2, 128, UnaryOp::kSILU, true}, "moe"),
+       {rnd(f, {300, 256}), rnd(f, {300, 8}), rnd(DataType::kBF16, {8 * 2 * 128, 256}),
+        rnd(DataType::kBF16, {8 * 256, 128})}},
   };
 }
 

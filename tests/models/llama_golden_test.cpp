@@ -39,18 +39,17 @@ TEST_P(LlamaGolden, Fp32LogitsAndGreedyTokensMatchTransformers) {
 
 // Tiny random checkpoints of each architecture, and the real bf16 models shipped in models/
 // (built in f32 here: bf16 weights widened exactly, compared with transformers in f32).
-INSTANTIATE_TEST_SUITE_P(Models, LlamaGolden,
-                         ::testing::Values("tests/fixtures/llama/llama_gqa",
-                                           "tests/fixtures/llama/llama_gqa_b",
-                                           "tests/fixtures/llama/llama3",
-                                           "tests/fixtures/llama/qwen2",
-                                           "tests/fixtures/llama/mistral", "models/bible-llama",
-                                           "models/bible-llama-fortunes"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string name = fs::path(info.param).filename().string();
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Models, LlamaGolden,
+    ::testing::Values("tests/fixtures/llama/llama_gqa", "tests/fixtures/llama/llama_gqa_b",
+                      "tests/fixtures/llama/llama3", "tests/fixtures/llama/qwen2",
+                      "tests/fixtures/llama/mistral", "tests/fixtures/llama/mixtral",
+                      "models/bible-llama", "models/bible-llama-fortunes"),
+    [](const ::testing::TestParamInfo<std::string>& info) {
+      std::string name = fs::path(info.param).filename().string();
+      std::replace(name.begin(), name.end(), '-', '_');
+      return name;
+    });
 
 // The shipped models are stored in bf16, so a bf16 engine holds exactly the weights transformers
 // ran in f32: only the order of f32 sums differs. Stated tolerance 1e-3 (measured 1e-5).

@@ -144,6 +144,7 @@ inline PlanMetadata sample_metadata() {
       RotaryParams{2, 8, {1.0f, 0.125f, 1e-3f}, 1.25f, 2.0f, 500000.0f, 4096}, {6, 6, -1});
   add("attn", LayerType::kATTENTION, AttentionParams{4, 2, 8, 0.35355339f, 16, 2048, 3},
       {6, 6, 6, 6, 6});
+  add("moe", LayerType::kMOE, MoeParams{8, 2, 14336, UnaryOp::kGELU_TANH, false}, {6, 6, 0, 1});
   g.tensors[static_cast<size_t>(t)].is_output = true;
   g.tensors[7].is_debug = true;
   g.inputs = {6};
@@ -204,6 +205,9 @@ inline auto fields(const RotaryParams& p) {
 inline auto fields(const AttentionParams& p) {
   return std::tie(p.num_heads, p.num_kv_heads, p.head_dim, p.scale, p.sliding_window, p.max_seq_len,
                   p.cache_index);
+}
+inline auto fields(const MoeParams& p) {
+  return std::tie(p.num_experts, p.top_k, p.ffn_size, p.activation, p.normalize_top_k);
 }
 
 inline void expect_same_params(const LayerParams& a, const LayerParams& b, const std::string& at) {

@@ -1,5 +1,5 @@
 #pragma once
-// The Llama family (Llama 2/3/3.1, Qwen2, Mistral) as one model definition, TensorRT-LLM
+// The Llama family (Llama 2/3/3.1, Qwen2, Mistral, Mixtral) as one model definition, TensorRT-LLM
 // style: LlamaForCausalLM → model.{embed_tokens, layers.N.{input_layernorm, self_attn.
 // {q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj}, norm} and lm_head, so
 // every parameter is named as in the Hugging Face checkpoint it binds from.

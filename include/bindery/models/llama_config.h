@@ -1,6 +1,6 @@
 #pragma once
-// The configuration of a Llama-family model (llama, qwen2, mistral), read from the config.json
-// that transformers writes, 4.x or 5.x:
+// The configuration of a Llama-family model (llama, qwen2, mistral, mixtral), read from the
+// config.json that transformers writes, 4.x or 5.x:
 //   4.x: rope_theta + rope_scaling {type|rope_type, factor, ...}, torch_dtype
 //   5.x: rope_parameters {rope_type, rope_theta, factor, ...}, dtype
 // Missing optional fields take transformers' defaults; a missing required field, an unknown
@@ -39,7 +39,7 @@ struct RopeConfig {
 };
 
 struct LlamaConfig {
-  std::string model_type = "llama";  // llama | qwen2 | mistral
+  std::string model_type = "llama";  // llama | qwen2 | mistral | mixtral
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -53,7 +53,12 @@ struct LlamaConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v (and o for llama) biases; always q/k/v for qwen2
   bool mlp_bias = false;
-  std::optional<int64_t> sliding_window;  // mistral (and qwen2 with use_sliding_window)
+  std::optional<int64_t> sliding_window;  // mistral, mixtral (qwen2 with use_sliding_window)
+  // mixtral: each layer's MLP is a sparse mixture of num_local_experts experts (each of
+  // intermediate_size), num_experts_per_tok routed per token (router_jitter_noise is training
+  // only, so ignored). 0 for dense models.
+  int64_t num_local_experts = 0;
+  int64_t num_experts_per_tok = 0;
   std::string hidden_act = "silu";
   DataType dtype = DataType::kFLOAT;  // torch_dtype / dtype, as stored in the checkpoint
   std::optional<int64_t> bos_token_id;
@@ -72,6 +77,7 @@ struct LlamaConfig {
   int64_t kv_size() const { return num_key_value_heads * head_dim; }
   bool qkv_bias() const { return attention_bias || model_type == "qwen2"; }
   bool o_bias() const { return attention_bias && model_type != "qwen2"; }
+  bool is_moe() const { return num_local_experts > 0; }
 };
 
 }  // namespace bindery::models

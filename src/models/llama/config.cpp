@@ -148,10 +148,11 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   c.model_type = f.string("model_type", "");
   check(!c.model_type.empty(), ErrorCode::kNOT_FOUND,
         source + ": required field 'model_type' is missing");
-  check(c.model_type == "llama" || c.model_type == "qwen2" || c.model_type == "mistral",
+  check(c.model_type == "llama" || c.model_type == "qwen2" || c.model_type == "mistral" ||
+            c.model_type == "mixtral",
         ErrorCode::kUNSUPPORTED,
         source + ": model_type '" + c.model_type +
-            "' is not supported (llama, qwen2 and mistral are)");
+            "' is not supported (llama, qwen2, mistral and mixtral are)");
   c.vocab_size = f.required_int("vocab_size");
   c.hidden_size = f.required_int("hidden_size");
   c.intermediate_size = f.required_int("intermediate_size");
@@ -173,9 +174,21 @@ LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& s
   c.rms_norm_eps = f.number("rms_norm_eps", 1e-6);
   c.rope = parse_rope(f, c.max_position_embeddings);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
-  c.attention_bias = f.boolean("attention_bias", false);
-  c.mlp_bias = f.boolean("mlp_bias", false);
-  const bool window = c.model_type == "mistral" ||
+  // Mixtral's projections have no biases whatever the config says (transformers ignores both).
+  const bool mixtral = c.model_type == "mixtral";
+  c.attention_bias = !mixtral && f.boolean("attention_bias", false);
+  c.mlp_bias = !mixtral && f.boolean("mlp_bias", false);
+  if (mixtral) {  // transformers' MixtralConfig defaults
+    c.num_local_experts = f.integer("num_local_experts", 8);
+    c.num_experts_per_tok = f.integer("num_experts_per_tok", 2);
+    check(c.num_local_experts > 0 && c.num_experts_per_tok > 0 &&
+              c.num_experts_per_tok <= c.num_local_experts,
+          ErrorCode::kINVALID_ARGUMENT,
+          source + ": num_experts_per_tok (" + std::to_string(c.num_experts_per_tok) +
+              ") must be between 1 and num_local_experts (" + std::to_string(c.num_local_experts) +
+              ")");
+  }
+  const bool window = c.model_type == "mistral" || mixtral ||
                       (c.model_type == "qwen2" && f.boolean("use_sliding_window", false));
   if (window && f.has("sliding_window")) c.sliding_window = f.integer("sliding_window");
   c.hidden_act = f.string("hidden_act", "silu");
@@ -242,6 +255,10 @@ std::string LlamaConfig::to_json() const {
   if (sliding_window) {
     j["sliding_window"] = *sliding_window;
     if (model_type == "qwen2") j["use_sliding_window"] = true;
+  }
+  if (is_moe()) {
+    j["num_local_experts"] = num_local_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
   }
   if (bos_token_id) j["bos_token_id"] = *bos_token_id;
   if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids;

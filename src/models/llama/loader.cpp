@@ -152,6 +152,8 @@ void check_same_architecture(const PlanMetadata& plan, const LlamaWeightSource& 
   compare("rope_theta", built.rope.theta, given.rope.theta);
   compare("rope factor", built.rope.factor, given.rope.factor);
   compare("sliding_window", built.sliding_window, given.sliding_window);
+  compare("num_local_experts", built.num_local_experts, given.num_local_experts);
+  compare("num_experts_per_tok", built.num_experts_per_tok, given.num_experts_per_tok);
   check(differences.empty(), ErrorCode::kINVALID_ARGUMENT,
         "checkpoint " + source.dir() + " is not the architecture the engine was built from (" +
             built.model_type + "): its " +

@@ -97,6 +97,73 @@ class LlamaMlp : public nn::Module {
   nn::Linear *gate_proj_, *up_proj_, *down_proj_;
 };
 
+// One Mixtral expert: a gated MLP whose weights are named as in Hugging Face checkpoints
+// (w1 the gate, w3 the up and w2 the down projection). Only its parameters are used: the
+// sparse MoE block emits all experts as one kMOE layer.
+class MixtralExpert : public nn::Module {
+ public:
+  MixtralExpert(const LlamaConfig& c, DataType dtype) {
+    w1_ = add("w1", c.hidden_size, c.intermediate_size, dtype);
+    w2_ = add("w2", c.intermediate_size, c.hidden_size, dtype);
+    w3_ = add("w3", c.hidden_size, c.intermediate_size, dtype);
+  }
+  std::string_view type_name() const override { return "MixtralExpert"; }
+  nn::Linear *w1_, *w2_, *w3_;
+
+ private:
+  nn::Linear* add(const char* name, int64_t in, int64_t out, DataType dtype) {
+    return register_module(name, std::make_unique<nn::Linear>(in, out, false, dtype));
+  }
+};
+
+// transformers' MixtralSparseMoeBlock: the router ("gate", a linear layer to one logit per
+// expert) and the experts. The experts' weights are concatenated, gate|up of each expert then
+// the next, and the downs likewise, into two stacked weights: the builder folds the concats
+// into recipes, so the stack is one slot of which each expert's weight is a separately
+// refittable part.
+class MixtralSparseMoe : public nn::Module {
+ public:
+  MixtralSparseMoe(const LlamaConfig& c, DataType dtype) : c_(c) {
+    gate_ = register_module(
+        "gate", std::make_unique<nn::Linear>(c.hidden_size, c.num_local_experts, false, dtype));
+    experts_ = register_module("experts", std::make_unique<nn::ModuleList>());
+    for (int64_t e = 0; e < c.num_local_experts; ++e)
+      experts_->append(std::make_unique<MixtralExpert>(c, dtype));
+  }
+  std::string_view type_name() const override { return "MixtralSparseMoe"; }
+
+  Tensor* forward(nn::Emitter& em, Tensor* x) {
+    Network& net = em.network();
+    Tensor* router_logits = gate_->forward(em, x);
+    std::vector<Tensor*> gate_up, down;
+    for (nn::Module* m : *experts_) {
+      auto* e = static_cast<MixtralExpert*>(m);
+      gate_up.push_back(em.constant(e->w1_->weight()));
+      gate_up.push_back(em.constant(e->w3_->weight()));
+      down.push_back(em.constant(e->w2_->weight()));
+    }
+    Layer* stacked_gate_up = net.add_concat(gate_up, 0);
+    em.name_layer(stacked_gate_up, *this, "stack_gate_up");
+    Layer* stacked_down = net.add_concat(down, 0);
+    em.name_layer(stacked_down, *this, "stack_down");
+    MoeParams p;
+    p.num_experts = c_.num_local_experts;
+    p.top_k = c_.num_experts_per_tok;
+    p.ffn_size = c_.intermediate_size;
+    p.activation = activation(c_.hidden_act);
+    p.normalize_top_k = true;
+    Layer* moe =
+        net.add_moe(x, router_logits, stacked_gate_up->output(0), stacked_down->output(0), p);
+    em.name_layer(moe, *this, "moe");
+    return moe->output(0);
+  }
+
+ private:
+  const LlamaConfig& c_;
+  nn::Linear* gate_;
+  nn::ModuleList* experts_;
+};
+
 }  // namespace
 
 class LlamaDecoderLayer : public nn::Module {
@@ -108,7 +175,10 @@ class LlamaDecoderLayer : public nn::Module {
     self_attn_ = register_module("self_attn", std::make_unique<LlamaAttention>(c, dtype, layer));
     post_attention_layernorm_ = register_module(
         "post_attention_layernorm", std::make_unique<nn::RmsNorm>(c.hidden_size, eps, dtype));
-    mlp_ = register_module("mlp", std::make_unique<LlamaMlp>(c, dtype));
+    if (c.is_moe())
+      moe_ = register_module("block_sparse_moe", std::make_unique<MixtralSparseMoe>(c, dtype));
+    else
+      mlp_ = register_module("mlp", std::make_unique<LlamaMlp>(c, dtype));
   }
   std::string_view type_name() const override { return "LlamaDecoderLayer"; }
 
@@ -117,7 +187,8 @@ class LlamaDecoderLayer : public nn::Module {
     Tensor* attn = self_attn_->forward(em, input_layernorm_->forward(em, x), s);
     Layer* r1 = net.add_elementwise(x, attn, ElementwiseOp::kSUM);
     em.name_layer(r1, *this, "residual_attn");
-    Tensor* mlp = mlp_->forward(em, post_attention_layernorm_->forward(em, r1->output(0)));
+    Tensor* h = post_attention_layernorm_->forward(em, r1->output(0));
+    Tensor* mlp = moe_ ? moe_->forward(em, h) : mlp_->forward(em, h);
     Layer* r2 = net.add_elementwise(r1->output(0), mlp, ElementwiseOp::kSUM);
     em.name_layer(r2, *this, "residual_mlp");
     return r2->output(0);
@@ -127,7 +198,8 @@ class LlamaDecoderLayer : public nn::Module {
   nn::RmsNorm* input_layernorm_;
   LlamaAttention* self_attn_;
   nn::RmsNorm* post_attention_layernorm_;
-  LlamaMlp* mlp_;
+  LlamaMlp* mlp_ = nullptr;
+  MixtralSparseMoe* moe_ = nullptr;
 };
 
 LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, DataType dtype)

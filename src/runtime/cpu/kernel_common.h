@@ -230,5 +230,14 @@ void run_batchnorm(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_pooling(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_rotary(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_attention(const GraphNode& node, Inputs in, const TensorRef& out, KvCache& cache);
+void run_moe(const GraphNode& node, Inputs in, const TensorRef& out);
+
+/// kMOE's routing of `tokens` tokens from their router logits ([tokens, num_experts], f32):
+/// each token's top_k experts, largest probability first, and their weights.
+struct MoeRoute {
+  std::vector<int64_t> experts;  // [tokens * top_k]
+  std::vector<float> weights;    // [tokens * top_k]
+};
+MoeRoute moe_route(const MoeParams& p, const float* logits, int64_t tokens);
 
 }  // namespace bindery::cpu::detail

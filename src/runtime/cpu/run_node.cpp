@@ -24,7 +24,8 @@ bool computes_floats(LayerType type) {
     case LayerType::kLAYERNORM:
     case LayerType::kCONVOLUTION:
     case LayerType::kBATCHNORM:
-    case LayerType::kPOOLING: return true;
+    case LayerType::kPOOLING:
+    case LayerType::kMOE: return true;
     default: return false;
   }
 }
@@ -124,6 +125,7 @@ void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
     case LayerType::kATTENTION:
       if (!kv_cache) detail::unsupported(node, "attention runs only in an execution context");
       return detail::run_attention(node, inputs, out, *kv_cache);
+    case LayerType::kMOE: return detail::run_moe(node, inputs, out);
   }
   detail::unsupported(node, "unknown layer type");
 }
