@@ -44,6 +44,19 @@ std::string node_detail(const GraphNode& n) {
           return "shape " + dims_text(p.shape);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           return std::string(pooling_type_name(p.type)) + " window " + dims_text(p.window);
+        } else if constexpr (std::is_same_v<P, RotaryParams>) {
+          return std::to_string(p.num_heads) + " heads x " + std::to_string(p.head_dim) +
+                 ", rotary dims " + std::to_string(2 * p.inv_freq.size()) +
+                 (p.dynamic_factor != 0 ? ", dynamic" : "");
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
+          return std::to_string(p.num_heads) + "/" + std::to_string(p.num_kv_heads) + " heads x " +
+                 std::to_string(p.head_dim) + ", max " + std::to_string(p.max_seq_len) +
+                 (p.sliding_window ? ", window " + std::to_string(p.sliding_window) : "") +
+                 ", cache " + std::to_string(p.cache_index);
+        } else if constexpr (std::is_same_v<P, MoeParams>) {
+          return "top " + std::to_string(p.top_k) + " of " + std::to_string(p.num_experts) +
+                 " experts, ffn " + std::to_string(p.ffn_size) + " " +
+                 std::string(unary_op_name(p.activation));
         } else {
           return "";
         }
