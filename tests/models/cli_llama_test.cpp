@@ -15,6 +15,7 @@
 #include "bindery/io/checkpoint_reader.h"
 #include "bindery/io/safetensors.h"
 #include "bindery/plan.h"
+#include "models/cli_util.h"
 #include "models/golden_util.h"
 
 namespace bindery {
@@ -29,28 +30,10 @@ using testing::max_abs_diff;
 
 Golden golden(const std::string& model) { return testing::load_golden(kLLAMA / model); }
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
-
-std::string token_list(const std::vector<int32_t>& tokens) {
-  std::string s;
-  for (int32_t t : tokens) {
-    if (!s.empty()) s += ',';
-    s += std::to_string(t);
-  }
-  return s;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using testing::quoted;
+using testing::read_text;
+using testing::token_list;
+using Result = testing::CliResult;
 
 // A fresh directory per test (ctest runs them in parallel), and the CLI run in it.
 class CliLlama : public ::testing::Test {
@@ -64,28 +47,9 @@ class CliLlama : public ::testing::Test {
 
   fs::path path(const std::string& name) const { return dir_ / name; }
 
-  Result run(const std::string& args) const {
-    const fs::path err = dir_ / "stderr.txt";
-    const std::string command = quoted(BINDERY_CLI) + " " + args + " 2>" + quoted(err.string());
-    Result r;
-    FILE* pipe = popen(command.c_str(), "r");
-    EXPECT_NE(pipe, nullptr) << command;
-    if (!pipe) return r;
-    std::array<char, 65536> buf;
-    for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0;)
-      r.out.append(buf.data(), n);
-    const int status = pclose(pipe);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.err = read_text(err);
-    return r;
-  }
-
+  Result run(const std::string& args) const { return testing::run_cli(args, dir_); }
   // Runs and expects success, reporting the command's stderr otherwise.
-  std::string ok(const std::string& args) const {
-    const Result r = run(args);
-    EXPECT_EQ(r.code, 0) << "bindery " << args << "\n" << r.err;
-    return r.out;
-  }
+  std::string ok(const std::string& args) const { return testing::run_cli_ok(args, dir_); }
 
   void build(const std::string& model, const fs::path& plan, const std::string& flags) const {
     ok("build " + quoted((kLLAMA / model).string()) + " -o " + quoted(plan.string()) + " " + flags);

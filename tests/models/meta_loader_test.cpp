@@ -21,6 +21,7 @@
 #include "bindery/models/llama.h"
 #include "bindery/models/meta_llama.h"
 #include "io/torch_test_util.h"
+#include "models/cli_util.h"
 #include "models/golden_util.h"
 
 namespace bindery::models {
@@ -138,12 +139,7 @@ void write_text(const fs::path& file, const std::string& text) {
   std::ofstream(file, std::ios::binary) << text;
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::read_text;
 
 class MetaLoader : public ::testing::Test {
  protected:
@@ -488,45 +484,14 @@ TEST_F(MetaLoader, MissingParamsFieldsAreNamed) {
 
 // ---- the CLI ----
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using Result = testing::CliResult;
 
 class MetaCli : public MetaLoader {
  protected:
-  static std::string quoted(const std::string& s) { return "'" + s + "'"; }
-
-  Result run(const std::string& args) const {
-    const fs::path err = dir_ / "stderr.txt";
-    const std::string command = quoted(BINDERY_CLI) + " " + args + " 2>" + quoted(err.string());
-    Result r;
-    FILE* pipe = popen(command.c_str(), "r");
-    EXPECT_NE(pipe, nullptr) << command;
-    if (!pipe) return r;
-    std::array<char, 65536> buf;
-    for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0;)
-      r.out.append(buf.data(), n);
-    const int status = pclose(pipe);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.err = read_text(err);
-    return r;
-  }
-
-  std::string ok(const std::string& args) const {
-    const Result r = run(args);
-    EXPECT_EQ(r.code, 0) << "bindery " << args << "\n" << r.err;
-    return r.out;
-  }
-
-  static std::string token_list(const std::vector<int32_t>& tokens) {
-    std::string s;
-    for (const int32_t t : tokens) {
-      if (!s.empty()) s += ',';
-      s += std::to_string(t);
-    }
-    return s;
-  }
+  static std::string quoted(const std::string& s) { return testing::quoted(s); }
+  static std::string token_list(const std::vector<int32_t>& t) { return testing::token_list(t); }
+  Result run(const std::string& args) const { return testing::run_cli(args, dir_); }
+  std::string ok(const std::string& args) const { return testing::run_cli_ok(args, dir_); }
 
   // logits and generate of `plan` against `model`'s goldens.
   void expect_cli_goldens(const std::string& model, const fs::path& plan,
