@@ -16,6 +16,7 @@
 #include "bindery/recipe.h"
 #include "bindery/refitter.h"
 #include "common/error_util.h"
+#include "models/generation_util.h"
 #include "runtime/cpu/kernel_common.h"
 
 namespace bindery::models {
@@ -213,19 +214,7 @@ TEST(MixtralRefit, StrippedPlanRunsAfterRefitFromTheCheckpoint) {
 
 TEST(MixtralGeneration, BatchEqualsOneByOneGreedyAndSampled) {
   auto engine = mixtral();
-  Generator gen(*engine);
-  for (const SamplingConfig& s :
-       {SamplingConfig{.max_new_tokens = 10},
-        SamplingConfig{
-            .max_new_tokens = 10, .temperature = 0.8f, .top_k = 20, .top_p = 0.9f, .seed = 42}}) {
-    const auto batch = gen.generate(kPROMPTS, s);
-    for (size_t i = 0; i < kPROMPTS.size(); ++i) {
-      SamplingConfig one = s;
-      one.seed = s.seed + i;  // sequence i of a batch draws with seed + i
-      EXPECT_EQ(gen.generate({kPROMPTS[i]}, one)[0], batch[i]) << "prompt " << i;
-      EXPECT_EQ(batch[i].size(), kPROMPTS[i].size() + 10);
-    }
-  }
+  testing::expect_batch_equals_one_by_one(*engine, kPROMPTS);
 }
 
 // Experts in bf16 are widened panel by panel inside the kernel; compute stays f32.
