@@ -168,21 +168,16 @@ std::vector<AddedVocabulary::Match> AddedVocabulary::find_matches(std::string_vi
 void AddedVocabulary::split(std::vector<Piece>& pieces, bool normalized) const {
   const Trie& trie = normalized ? normalized_ : raw_;
   if (trie.empty()) return;
-  std::vector<Piece> out;
-  out.reserve(pieces.size());
-  for (Piece& p : pieces) {
-    if (p.id >= 0) {
-      out.push_back(std::move(p));
-      continue;
-    }
+  split_each(pieces, [&](Piece& p) {
+    std::vector<Piece> cut;
     for (const Match& m : find_matches(p.text, trie)) {
       const auto [start, end] = m.span;
       if (end <= start) continue;
-      out.push_back(Piece{p.text.substr(start, end - start), p.at_start && start == 0,
+      cut.push_back(Piece{p.text.substr(start, end - start), p.at_start && start == 0,
                           m.token >= 0 ? tokens_[static_cast<size_t>(m.token)].id : -1});
     }
-  }
-  pieces = std::move(out);
+    return cut;
+  });
 }
 
 }  // namespace bindery::tokenizer

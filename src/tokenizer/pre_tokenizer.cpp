@@ -28,22 +28,6 @@ SplitBehavior parse_behavior(const Node& node) {
                   "' (Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
 }
 
-// Replaces each piece that is not an added token by the pieces `fn` cuts it into.
-template <typename Fn>
-void split_each(std::vector<Piece>& pieces, Fn fn) {
-  std::vector<Piece> out;
-  out.reserve(pieces.size());
-  for (Piece& p : pieces) {
-    if (p.id >= 0) {
-      out.push_back(std::move(p));
-      continue;
-    }
-    for (Piece& q : fn(p))
-      if (!q.text.empty()) out.push_back(std::move(q));
-  }
-  pieces = std::move(out);
-}
-
 std::vector<Piece> cut(const Piece& p, const std::vector<Span>& spans) {
   std::vector<Piece> out;
   out.reserve(spans.size());

@@ -23,6 +23,23 @@ struct Piece {
   int32_t id = -1;
 };
 
+/// Replaces each piece that is not an added token by the non-empty pieces `fn` cuts it into
+/// (fn(Piece&) returns a std::vector<Piece>).
+template <typename Fn>
+void split_each(std::vector<Piece>& pieces, Fn fn) {
+  std::vector<Piece> out;
+  out.reserve(pieces.size());
+  for (Piece& p : pieces) {
+    if (p.id >= 0) {
+      out.push_back(std::move(p));
+      continue;
+    }
+    for (Piece& q : fn(p))
+      if (!q.text.empty()) out.push_back(std::move(q));
+  }
+  pieces = std::move(out);
+}
+
 /// How a split treats the matches (tokenizers' SplitDelimiterBehavior).
 enum class SplitBehavior {
   kREMOVED,
