@@ -120,6 +120,10 @@ class Network {
   /// x [T, H], router_logits [T, E], gate_up [E*2F, H] and down [E*H, F] (the experts'
   /// weights stacked, see MoeParams) → [T, H].
   Layer* add_moe(Tensor* x, Tensor* router_logits, Tensor* gate_up, Tensor* down, MoeParams params);
+  /// x [..., in] → [..., out] through a GPTQ int4 weight kept packed (see Int4MatmulParams):
+  /// qweight i32 [in/8, out], qzeros i32 [G, out/8], scales [G, out], g_idx i32 [in].
+  Layer* add_matmul_int4(Tensor* x, Tensor* qweight, Tensor* qzeros, Tensor* scales, Tensor* g_idx,
+                         Int4MatmulParams params);
 
   // ---- outputs, debug tensors, refit marks ----
   void mark_output(Tensor* t);

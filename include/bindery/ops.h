@@ -40,6 +40,8 @@ enum class LayerType : uint8_t {
                // causal GQA over the context's KV cache (written first, then attended)
   kMOE,        // inputs x [T, H], router_logits [T, E], gate_up [E*2F, H], down [E*H, F]: a sparse
                // mixture of gated-MLP experts, top-k routed per token
+  kMATMUL_INT4,  // inputs x [..., in], qweight i32 [in/8, out], qzeros i32 [G, out/8], scales
+                 // [G, out] (float), g_idx i32 [in]: y = x · Wᵀ with W GPTQ int4, kept packed
 };
 
 enum class ElementwiseOp : uint8_t { kSUM, kSUB, kPROD, kDIV, kMIN, kMAX, kPOW };
@@ -178,11 +180,23 @@ struct MoeParams {
   bool normalize_top_k = true;  // Mixtral renormalises the chosen probs to sum to 1
 };
 
+/// kMATMUL_INT4: a weight-only int4 linear layer in the GPTQ (AutoGPTQ) packing. qweight holds 8
+/// 4-bit values per word along the input dim (value j of word [r, o] is input row 8r + j:
+/// (w >> 4j) & 0xF); qzeros 8 per word along the output dim; g_idx[i] is input row i's group.
+/// W[o, i] = (q[i, o] - zero[g_idx[i], o]) * scale[g_idx[i], o], where zero is the stored value
+/// plus zero_offset (1 in AutoGPTQ's v1 format, which stores zero - 1; 0 in gptq_v2).
+struct Int4MatmulParams {
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  int64_t group_count = 1;
+  int64_t zero_offset = 1;
+};
+
 using LayerParams =
     std::variant<ConstantParams, MatMulParams, ElementwiseParams, UnaryParams, SoftmaxParams,
                  ReduceParams, NormParams, GatherParams, ReshapeParams, TransposeParams,
                  ConcatParams, SliceParams, CastParams, ConvParams, BatchNormParams, PoolingParams,
-                 RotaryParams, AttentionParams, MoeParams>;
+                 RotaryParams, AttentionParams, MoeParams, Int4MatmulParams>;
 
 /// The params alternative a layer type carries (kRMSNORM/kLAYERNORM share NormParams).
 LayerParams default_params(LayerType type);

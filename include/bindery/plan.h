@@ -26,7 +26,9 @@
 
 namespace bindery {
 
-inline constexpr uint32_t kPLAN_FORMAT_VERSION = 1;
+// 2: decoder layers (rotary, attention, moe, matmul_int4) and plan properties. Version-1 plans
+// still load; a binary that only knows version 1 refuses version 2 as kVERSION_TOO_NEW.
+inline constexpr uint32_t kPLAN_FORMAT_VERSION = 2;
 inline constexpr int64_t kBLOB_ALIGNMENT = 256;
 
 /// A weight as the user names it (what set_named_weights takes).

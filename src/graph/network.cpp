@@ -202,6 +202,10 @@ Layer* Network::add_attention(Tensor* q, Tensor* k, Tensor* v, Tensor* positions
                               AttentionParams params) {
   return add_layer(LayerType::kATTENTION, std::move(params), {q, k, v, positions, seq_ids});
 }
+Layer* Network::add_matmul_int4(Tensor* x, Tensor* qweight, Tensor* qzeros, Tensor* scales,
+                                Tensor* g_idx, Int4MatmulParams params) {
+  return add_layer(LayerType::kMATMUL_INT4, std::move(params), {x, qweight, qzeros, scales, g_idx});
+}
 Layer* Network::add_moe(Tensor* x, Tensor* router_logits, Tensor* gate_up, Tensor* down,
                         MoeParams params) {
   return add_layer(LayerType::kMOE, std::move(params), {x, router_logits, gate_up, down});

@@ -48,6 +48,7 @@ std::string_view layer_type_name(LayerType t) {
     case LayerType::kROTARY: return "rotary";
     case LayerType::kATTENTION: return "attention";
     case LayerType::kMOE: return "moe";
+    case LayerType::kMATMUL_INT4: return "matmul_int4";
   }
   return "unknown";
 }
@@ -128,6 +129,7 @@ LayerParams default_params(LayerType type) {
     case LayerType::kROTARY: return RotaryParams{};
     case LayerType::kATTENTION: return AttentionParams{};
     case LayerType::kMOE: return MoeParams{};
+    case LayerType::kMATMUL_INT4: return Int4MatmulParams{};
   }
   throw Error(ErrorCode::kINVALID_ARGUMENT,
               "unknown layer type " + std::to_string(static_cast<int>(type)));
@@ -159,6 +161,7 @@ std::pair<int, int> input_arity(LayerType t) {
     case LayerType::kROTARY: return {2, 3};
     case LayerType::kATTENTION: return {5, 5};
     case LayerType::kMOE: return {4, 4};
+    case LayerType::kMATMUL_INT4: return {5, 5};
   }
   return {0, 0};
 }
@@ -185,7 +188,7 @@ constexpr const char* kParamsNames[] = {
     "ConstantParams", "MatMulParams", "ElementwiseParams", "UnaryParams",   "SoftmaxParams",
     "ReduceParams",   "NormParams",   "GatherParams",      "ReshapeParams", "TransposeParams",
     "ConcatParams",   "SliceParams",  "CastParams",        "ConvParams",    "BatchNormParams",
-    "PoolingParams",  "RotaryParams", "AttentionParams",   "MoeParams"};
+    "PoolingParams",  "RotaryParams", "AttentionParams",   "MoeParams",     "Int4MatmulParams"};
 static_assert(std::size(kParamsNames) == std::variant_size_v<LayerParams>);
 
 template <class P>
@@ -654,6 +657,34 @@ TensorDesc infer_moe(const MoeParams& p, std::span<const TensorDesc> in) {
   return {DataType::kFLOAT, {x.dims[0], h}};
 }
 
+// x [..., in] float, qweight i32 [in/8, out], qzeros i32 [G, out/8], scales float [G, out],
+// g_idx i32 [in] → f32 [..., out]. The packed tensors are weights: static dims.
+TensorDesc infer_matmul_int4(const Int4MatmulParams& p, std::span<const TensorDesc> in) {
+  const int64_t n = p.in_features, m = p.out_features, g = p.group_count;
+  BINDERY_EXPECT(n > 0 && m > 0 && n % 8 == 0 && m % 8 == 0 && g > 0 && g <= n &&
+                     (p.zero_offset == 0 || p.zero_offset == 1),
+                 "matmul_int4 needs in_features and out_features positive multiples of 8, "
+                 "0 < group_count <= in_features and zero_offset 0 or 1; got in " +
+                     str(n) + ", out " + str(m) + ", groups " + str(g) + ", zero_offset " +
+                     str(p.zero_offset));
+  expect_float(in[0], "matmul_int4 input");
+  BINDERY_EXPECT(!in[0].dims.empty() && agree(in[0].dims.back(), n),
+                 "matmul_int4 input " + str(in[0].dims) + " must end in in_features " + str(n));
+  const Dims want[] = {{n / 8, m}, {g, m / 8}, {g, m}, {n}};
+  const char* names[] = {"qweight", "qzeros", "scales", "g_idx"};
+  for (int i = 0; i < 4; ++i) {
+    const TensorDesc& t = in[i + 1];
+    BINDERY_EXPECT(i == 2 ? is_floating(t.dtype) : t.dtype == DataType::kINT32,
+                   std::string("matmul_int4 ") + names[i] + " must be " +
+                       (i == 2 ? "float" : "int32") + ", got " + dt(t.dtype));
+    BINDERY_EXPECT(t.dims == want[i], std::string("matmul_int4 ") + names[i] + " must be " +
+                                          str(want[i]) + ", got " + str(t.dims));
+  }
+  Dims out = in[0].dims;
+  out.back() = m;
+  return {DataType::kFLOAT, out};
+}
+
 }  // namespace
 
 std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
@@ -737,6 +768,8 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
     case LayerType::kATTENTION:
       return {infer_attention(params_as<AttentionParams>(type, params), inputs)};
     case LayerType::kMOE: return {infer_moe(params_as<MoeParams>(type, params), inputs)};
+    case LayerType::kMATMUL_INT4:
+      return {infer_matmul_int4(params_as<Int4MatmulParams>(type, params), inputs)};
   }
   fail("unknown layer type " + str(static_cast<int>(type)));
 }

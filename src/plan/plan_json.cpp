@@ -48,6 +48,7 @@ constexpr Named<LayerType> kLayerTypes[] = {
     {LayerType::kROTARY, "rotary"},
     {LayerType::kATTENTION, "attention"},
     {LayerType::kMOE, "moe"},
+    {LayerType::kMATMUL_INT4, "matmul_int4"},
 };
 constexpr Named<ElementwiseOp> kElementwiseOps[] = {
     {ElementwiseOp::kSUM, "add"}, {ElementwiseOp::kSUB, "sub"}, {ElementwiseOp::kPROD, "mul"},
@@ -104,10 +105,11 @@ size_t params_index(LayerType t) {
     case LayerType::kROTARY: return 16;
     case LayerType::kATTENTION: return 17;
     case LayerType::kMOE: return 18;
+    case LayerType::kMATMUL_INT4: return 19;
   }
   return std::variant_npos;
 }
-static_assert(std::variant_size_v<LayerParams> == 19,
+static_assert(std::variant_size_v<LayerParams> == 20,
               "a new LayerParams alternative needs params_index, write_params and read_params");
 
 std::string join(const std::string& path, std::string_view key) {
@@ -234,6 +236,11 @@ json params_to_json(LayerType type, const LayerParams& params, const std::string
           o["ffn_size"] = p.ffn_size;
           o["activation"] = name_of(kUnaryOps, p.activation, join(path, "activation"));
           o["normalize_top_k"] = p.normalize_top_k;
+        } else if constexpr (std::is_same_v<P, Int4MatmulParams>) {
+          o["in_features"] = p.in_features;
+          o["out_features"] = p.out_features;
+          o["group_count"] = p.group_count;
+          o["zero_offset"] = p.zero_offset;
         } else {
           static_assert(sizeof(P) == 0, "unhandled LayerParams alternative");
         }
@@ -544,6 +551,9 @@ LayerParams read_params(LayerType type, const In& in) {
     case LayerType::kMOE:
       return MoeParams{in.i64("num_experts"), in.i64("top_k"), in.i64("ffn_size"),
                        in.enumeration("activation", kUnaryOps), in.boolean("normalize_top_k")};
+    case LayerType::kMATMUL_INT4:
+      return Int4MatmulParams{in.i64("in_features"), in.i64("out_features"), in.i64("group_count"),
+                              in.i64("zero_offset")};
   }
   fail(in.path(), "no params for this layer type");  // unreachable: type came from kLayerTypes
 }

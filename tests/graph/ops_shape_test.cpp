@@ -54,7 +54,7 @@ TEST(OpsVocabulary, NamesAreStable) {
 }
 
 TEST(OpsVocabulary, DefaultParamsMatchTheirLayerType) {
-  for (int t = 0; t <= static_cast<int>(LayerType::kMOE); ++t) {
+  for (int t = 0; t <= static_cast<int>(LayerType::kMATMUL_INT4); ++t) {
     const auto type = static_cast<LayerType>(t);
     EXPECT_TRUE(params_match(type, default_params(type))) << layer_type_name(type);
   }
@@ -402,6 +402,27 @@ TEST(OpsShape, MoeOutputsTokensByHidden) {
   // A dynamic hidden dim is pinned by the stacked weights.
   EXPECT_EQ(infer1(LayerType::kMOE, p, {f32({3, D}), f32({3, 4}), gate_up, down}).dims,
             (Dims{3, 8}));
+}
+
+TEST(OpsShape, MatmulInt4KeepsLeadingDimsAndChecksThePackedShapes) {
+  const Int4MatmulParams p{64, 32, 2, 1};
+  const TensorDesc qw = of(DataType::kINT32, {8, 32}), qz = of(DataType::kINT32, {2, 4});
+  const TensorDesc sc = of(DataType::kHALF, {2, 32}), g = of(DataType::kINT32, {64});
+  const TensorDesc y = infer1(LayerType::kMATMUL_INT4, p, {f32({D, 64}), qw, qz, sc, g});
+  EXPECT_EQ(y.dtype, DataType::kFLOAT);
+  EXPECT_EQ(y.dims, (Dims{D, 32}));
+  EXPECT_EQ(infer1(LayerType::kMATMUL_INT4, p, {f32({2, 3, 64}), qw, qz, sc, g}).dims,
+            (Dims{2, 3, 32}));
+  expect_invalid(LayerType::kMATMUL_INT4, p,
+                 {f32({D, 64}), of(DataType::kINT32, {9, 32}), qz, sc, g},
+                 {"qweight must be [8, 32]", "got [9, 32]"});
+  expect_invalid(LayerType::kMATMUL_INT4, p,
+                 {f32({D, 64}), qw, qz, of(DataType::kINT32, {2, 32}), g},
+                 {"scales must be float", "i32"});
+  expect_invalid(LayerType::kMATMUL_INT4, p, {f32({D, 48}), qw, qz, sc, g},
+                 {"input [-1, 48]", "in_features 64"});
+  expect_invalid(LayerType::kMATMUL_INT4, Int4MatmulParams{60, 32, 2, 1},
+                 {f32({D, 60}), qw, qz, sc, g}, {"multiples of 8", "in 60"});
 }
 
 TEST(OpsShape, MoeRejectsBadParamsAndMismatchedInputs) {

@@ -34,7 +34,15 @@ std::vector<NodeCase> large_nodes() {
   pool.window = {3, 3};
   pool.stride = {1, 1};
   pool.padding = {1, 1};
+  // GPTQ int4: random packed words, 8 groups scattered over the inputs (desc_act).
+  Buf qweight(DataType::kINT32, {256 / 8, 320}), qzeros(DataType::kINT32, {8, 320 / 8});
+  Buf g_idx(DataType::kINT32, {256});
+  for (int64_t i = 0; i < 32 * 320; ++i) qweight.as<uint32_t>()[i] = static_cast<uint32_t>(rng());
+  for (int64_t i = 0; i < 8 * 40; ++i) qzeros.as<uint32_t>()[i] = static_cast<uint32_t>(rng());
+  for (int i = 0; i < 256; ++i) g_idx.as<int32_t>()[i] = (i * 5) % 8;
   return {
+      {make_node(LayerType::kMATMUL_INT4, Int4MatmulParams{256, 320, 8, 1}, "int4"),
+       {rnd(f, {300, 256}), qweight, qzeros, rnd(DataType::kHALF, {8, 320}), g_idx}},
       {make_node(LayerType::kMATMUL, MatMulParams{false, true}, "mm"),
        {rnd(f, {4, 96, 256}), rnd(DataType::kBF16, {320, 256})}},
       {make_node(LayerType::kMATMUL, MatMulParams{false, true}, "mm_panels"),
@@ -120,6 +128,22 @@ TEST(KernelBehaviour, GatherRejectsOutOfRangeIndexNamingNodeIndexAndBound) {
         run(node, {table, from_values(DataType::kINT64, {2}, {0, -1})});
       },
       ErrorCode::kINVALID_ARGUMENT, {"index -1", "[0, 5)"});
+}
+
+TEST(KernelBehaviour, MatmulInt4RejectsGidxOutOfRangeNamingNodeAndRow) {
+  std::mt19937 rng(4);
+  Buf g_idx(DataType::kINT32, {16});
+  for (int i = 0; i < 16; ++i) g_idx.as<int32_t>()[i] = i / 8;
+  g_idx.as<int32_t>()[11] = 2;
+  const GraphNode node =
+      make_node(LayerType::kMATMUL_INT4, Int4MatmulParams{16, 8, 2, 1}, "q_proj");
+  expect_error(
+      [&] {
+        run(node, {random_buf(DataType::kFLOAT, {3, 16}, rng), Buf(DataType::kINT32, {2, 8}),
+                   Buf(DataType::kINT32, {2, 1}), random_buf(DataType::kHALF, {2, 8}, rng), g_idx});
+      },
+      ErrorCode::kINVALID_ARGUMENT,
+      {"node 'q_proj' (matmul_int4)", "g_idx[11] = 2", "there are 2"});
 }
 
 TEST(KernelBehaviour, RunNodeRejectsOutputsThatDisagreeWithShapeInference) {

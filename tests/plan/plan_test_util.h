@@ -145,6 +145,7 @@ inline PlanMetadata sample_metadata() {
   add("attn", LayerType::kATTENTION, AttentionParams{4, 2, 8, 0.35355339f, 16, 2048, 3},
       {6, 6, 6, 6, 6});
   add("moe", LayerType::kMOE, MoeParams{8, 2, 14336, UnaryOp::kGELU_TANH, false}, {6, 6, 0, 1});
+  add("int4", LayerType::kMATMUL_INT4, Int4MatmulParams{4096, 11008, 32, 0}, {6, 0, 1, 2, 6});
   g.tensors[static_cast<size_t>(t)].is_output = true;
   g.tensors[7].is_debug = true;
   g.inputs = {6};
@@ -205,6 +206,9 @@ inline auto fields(const RotaryParams& p) {
 inline auto fields(const AttentionParams& p) {
   return std::tie(p.num_heads, p.num_kv_heads, p.head_dim, p.scale, p.sliding_window, p.max_seq_len,
                   p.cache_index);
+}
+inline auto fields(const Int4MatmulParams& p) {
+  return std::tie(p.in_features, p.out_features, p.group_count, p.zero_offset);
 }
 inline auto fields(const MoeParams& p) {
   return std::tie(p.num_experts, p.top_k, p.ffn_size, p.activation, p.normalize_top_k);

@@ -35,13 +35,27 @@ struct Mapping {
 
 class LlamaDecoderLayer;
 
+/// How a GPTQ int4 checkpoint's quantized Linears are laid out (see Int4MatmulParams): its
+/// group_size (-1: one group over the input dim) and the offset added to stored zeros (1 for
+/// AutoGPTQ's v1 "gptq" format, which stores zero - 1; 0 for "gptq_v2").
+struct GptqLayout {
+  int64_t group_size = 128;
+  int64_t zero_offset = 1;
+};
+
 class LlamaForCausalLM : public nn::Module {
  public:
-  /// Parameters are declared in `dtype` (the engine's weight type).
-  LlamaForCausalLM(LlamaConfig config, DataType dtype = DataType::kFLOAT);
+  /// Parameters are declared in `dtype` (the engine's weight type). With `gptq`, the attention
+  /// and MLP projections of dense layers are GPTQ int4 Linears kept packed: parameters
+  /// <name>.qweight (i32 [in/8, out]), .qzeros (i32 [groups, out/8]), .scales (f16
+  /// [groups, out]), .g_idx (i32 [in]) and .bias when the config has biases, emitted as
+  /// kMATMUL_INT4 layers; embeddings, norms and lm_head stay float, as GPTQ checkpoints keep them.
+  LlamaForCausalLM(LlamaConfig config, DataType dtype = DataType::kFLOAT,
+                   std::optional<GptqLayout> gptq = std::nullopt);
   std::string_view type_name() const override { return "LlamaForCausalLM"; }
   const LlamaConfig& config() const { return config_; }
   DataType dtype() const { return dtype_; }
+  const std::optional<GptqLayout>& gptq() const { return gptq_; }
   /// Emits the whole model into `network` (inputs, layers, "logits" output). `max_seq_len`
   /// bounds positions (the KV cache size per sequence).
   void emit(Network& network, int64_t max_seq_len);
@@ -49,6 +63,7 @@ class LlamaForCausalLM : public nn::Module {
  private:
   LlamaConfig config_;
   DataType dtype_;
+  std::optional<GptqLayout> gptq_;
   nn::Embedding* embed_tokens_;
   nn::ModuleList* layers_;
   nn::RmsNorm* norm_;
@@ -74,10 +89,29 @@ struct LoadedLlama {
 LoadedLlama load_from_hf_checkpoint(const std::string& dir, const Mapping& mapping = {},
                                     std::optional<DataType> dtype = std::nullopt);
 
+/// A GPTQ int4 checkpoint (AutoGPTQ / GPTQModel: config.json with a quantization_config, or
+/// quantize_config.json; per quantized Linear <name>.qweight/.qzeros/.scales/.g_idx, the
+/// "gptq" v1 format by default, "gptq_v2" when its checkpoint_format says so). By default the
+/// quantized Linears (attention and MLP projections) stay packed (LlamaForCausalLM's `gptq`:
+/// parameters named as the checkpoint's tensors, run by kMATMUL_INT4); with `dequantize` they
+/// are dequantized at load into float weights of `dtype` named "<name>.weight" as in the float
+/// model (Mixtral experts always are). Embeddings, norms and lm_head are read as stored.
+/// load_from_hf_checkpoint, build_llama and refit_from_hf_checkpoint detect GPTQ directories
+/// the same way, so they take them too (a float engine refits from a GPTQ directory through
+/// the dequantized weights). Errors: kINVALID_ARGUMENT when `dir` has
+/// no GPTQ quantization config; kUNSUPPORTED naming the field and value for bits other than 4,
+/// a checkpoint_format other than gptq/gptq_v2 (marlin, ...) or another quant_method;
+/// kSHAPE_MISMATCH / kDTYPE_MISMATCH naming the packed tensor, expected and actual; otherwise
+/// as load_from_hf_checkpoint.
+LoadedLlama load_from_gptq_llama(const std::string& dir, const Mapping& mapping = {},
+                                 std::optional<DataType> dtype = std::nullopt,
+                                 bool dequantize = false);
+
 struct LlamaBuildOptions {
   std::optional<DataType> dtype;  // nullopt: the checkpoint config's dtype
   bool refit = false;             // kREFIT: every weight refittable
   bool strip = false;             // kREFIT + kSTRIP_PLAN: weights left out of the plan
+  bool dequantize = false;        // GPTQ: float weights dequantized at load, not packed int4
   int64_t max_seq_len = 0;        // 0: the config's max_position_embeddings
   std::function<void(const std::string&, int64_t, int64_t)> progress;
 };

@@ -38,7 +38,7 @@ std::string file_text(const std::filesystem::path& file) {
 
 // `open` opens the source once the cheap checks have passed.
 LoadedLlama load_from_source(const std::function<LlamaWeightSource()>& open, const Mapping& mapping,
-                             std::optional<DataType> dtype) {
+                             std::optional<DataType> dtype, bool dequantize = false) {
   check(mapping.tp_size == 1 && mapping.tp_rank == 0, ErrorCode::kUNSUPPORTED,
         "tensor-parallel loading (tp_size " + std::to_string(mapping.tp_size) +
             ") is not supported yet; use tp_size 1");
@@ -49,7 +49,10 @@ LoadedLlama load_from_source(const std::function<LlamaWeightSource()>& open, con
   const DataType type = dtype.value_or(out.config.dtype);
   check(is_floating(type), ErrorCode::kDTYPE_MISMATCH,
         "model weights must be f32, f16 or bf16, got " + std::string(dtype_name(type)));
-  out.model = std::make_unique<LlamaForCausalLM>(out.config, type);
+  std::optional<GptqLayout> gptq;
+  if (source.gptq() && !dequantize)
+    gptq = GptqLayout{source.gptq()->group_size, source.gptq()->v2 ? 0 : 1};
+  out.model = std::make_unique<LlamaForCausalLM>(out.config, type, gptq);
 
   auto params = out.model->named_parameters();
   std::vector<std::string> missing;
@@ -88,13 +91,28 @@ LoadedLlama load_from_hf_checkpoint(const std::string& dir, const Mapping& mappi
   return load_from_source([&] { return LlamaWeightSource::open(dir); }, mapping, dtype);
 }
 
+LoadedLlama load_from_gptq_llama(const std::string& dir, const Mapping& mapping,
+                                 std::optional<DataType> dtype, bool dequantize) {
+  return load_from_source(
+      [&] {
+        LlamaWeightSource source = LlamaWeightSource::open(dir);
+        check(source.gptq().has_value(), ErrorCode::kINVALID_ARGUMENT,
+              "checkpoint " + dir +
+                  " is not a GPTQ checkpoint: it has neither quantize_config.json nor a "
+                  "quantization_config in config.json");
+        return source;
+      },
+      mapping, dtype, dequantize);
+}
+
 LoadedLlama load_from_meta_llama(const std::string& dir, const Mapping& mapping,
                                  std::optional<DataType> dtype) {
   return load_from_source([&] { return LlamaWeightSource::open_meta(dir); }, mapping, dtype);
 }
 
 Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
-  const LoadedLlama loaded = load_from_hf_checkpoint(dir, {}, options.dtype);
+  const LoadedLlama loaded = load_from_source([&] { return LlamaWeightSource::open(dir); }, {},
+                                              options.dtype, options.dequantize);
   const int64_t max_seq_len =
       options.max_seq_len > 0 ? options.max_seq_len : loaded.config.max_position_embeddings;
   Network network;
@@ -109,6 +127,10 @@ Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
   props["model.config"] = loaded.config.to_json();
   props["model.max_seq_len"] = std::to_string(max_seq_len);
   props["model.dtype"] = std::string(dtype_name(loaded.model->dtype()));
+  if (std::optional<GptqConfig> gptq = read_gptq_config(dir))  // dequantized at load
+    props["model.quantization"] = "gptq int4, group_size " + std::to_string(gptq->group_size) +
+                                  (gptq->desc_act ? ", desc_act" : "") +
+                                  (loaded.model->gptq() ? ", packed" : ", dequantized");
   // The tokenizer travels with the plan, so that text prompts need nothing else.
   for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
     const std::filesystem::path file = std::filesystem::path(dir) / name;

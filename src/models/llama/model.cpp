@@ -1,6 +1,7 @@
 // LlamaForCausalLM: the module tree and what it emits.
 
 #include <cmath>
+#include <functional>
 
 #include "bindery/error.h"
 #include "bindery/models/llama.h"
@@ -24,21 +25,70 @@ struct Stream {
   int64_t max_seq_len;
 };
 
+// A GPTQ int4 Linear kept packed: its parameters are the checkpoint's tensors, run by one
+// kMATMUL_INT4 layer (plus the bias).
+class GptqLinear : public nn::Module {
+ public:
+  GptqLinear(int64_t in, int64_t out, bool bias, DataType dtype, const GptqLayout& q)
+      : in_(in), out_(out), zero_offset_(q.zero_offset) {
+    check(in % 8 == 0 && out % 8 == 0, ErrorCode::kUNSUPPORTED,
+          "a GPTQ int4 Linear of " + std::to_string(in) + " inputs and " + std::to_string(out) +
+              " outputs: both must be multiples of 8");
+    groups_ = q.group_size == -1 ? 1 : (in + q.group_size - 1) / q.group_size;
+    register_parameter("qweight", nn::Parameter({in / 8, out}, DataType::kINT32));
+    register_parameter("qzeros", nn::Parameter({groups_, out / 8}, DataType::kINT32));
+    register_parameter("scales", nn::Parameter({groups_, out}, DataType::kHALF));
+    register_parameter("g_idx", nn::Parameter({in}, DataType::kINT32));
+    if (bias) register_parameter("bias", nn::Parameter({out}, dtype));
+  }
+  std::string_view type_name() const override { return "GptqLinear"; }
+
+  Tensor* forward(nn::Emitter& em, Tensor* x) {
+    Network& net = em.network();
+    Layer* mm =
+        net.add_matmul_int4(x, em.constant(parameter("qweight")), em.constant(parameter("qzeros")),
+                            em.constant(parameter("scales")), em.constant(parameter("g_idx")),
+                            Int4MatmulParams{in_, out_, groups_, zero_offset_});
+    Tensor* y = em.name_layer(mm, *this, "matmul_int4")->output(0);
+    if (nn::Parameter* b = find_parameter("bias"))
+      y = em.name_layer(net.add_elementwise(y, em.constant(*b), ElementwiseOp::kSUM), *this, "bias")
+              ->output(0);
+    return y;
+  }
+
+ private:
+  int64_t in_, out_, groups_ = 1, zero_offset_;
+};
+
+// A projection: a float nn::Linear, or a packed GPTQ one.
+using Projection = std::function<Tensor*(nn::Emitter&, Tensor*)>;
+Projection add_projection(nn::Module& parent, const char* name, int64_t in, int64_t out, bool bias,
+                          DataType dtype, const std::optional<GptqLayout>& q) {
+  if (q) {
+    auto* m = parent.register_module(name, std::make_unique<GptqLinear>(in, out, bias, dtype, *q));
+    return [m](nn::Emitter& em, Tensor* x) { return m->forward(em, x); };
+  }
+  auto* m = parent.register_module(name, std::make_unique<nn::Linear>(in, out, bias, dtype));
+  return [m](nn::Emitter& em, Tensor* x) { return m->forward(em, x); };
+}
+
 class LlamaAttention : public nn::Module {
  public:
-  LlamaAttention(const LlamaConfig& c, DataType dtype, int64_t layer) : c_(c), layer_(layer) {
-    q_proj_ = add_linear("q_proj", c.hidden_size, c.q_size(), c.qkv_bias(), dtype);
-    k_proj_ = add_linear("k_proj", c.hidden_size, c.kv_size(), c.qkv_bias(), dtype);
-    v_proj_ = add_linear("v_proj", c.hidden_size, c.kv_size(), c.qkv_bias(), dtype);
-    o_proj_ = add_linear("o_proj", c.q_size(), c.hidden_size, c.o_bias(), dtype);
+  LlamaAttention(const LlamaConfig& c, DataType dtype, int64_t layer,
+                 const std::optional<GptqLayout>& q)
+      : c_(c), layer_(layer) {
+    q_proj_ = add_projection(*this, "q_proj", c.hidden_size, c.q_size(), c.qkv_bias(), dtype, q);
+    k_proj_ = add_projection(*this, "k_proj", c.hidden_size, c.kv_size(), c.qkv_bias(), dtype, q);
+    v_proj_ = add_projection(*this, "v_proj", c.hidden_size, c.kv_size(), c.qkv_bias(), dtype, q);
+    o_proj_ = add_projection(*this, "o_proj", c.q_size(), c.hidden_size, c.o_bias(), dtype, q);
   }
   std::string_view type_name() const override { return "LlamaAttention"; }
 
   Tensor* forward(nn::Emitter& em, Tensor* x, const Stream& s) {
     Network& net = em.network();
-    Tensor* q = q_proj_->forward(em, x);
-    Tensor* k = k_proj_->forward(em, x);
-    Tensor* v = v_proj_->forward(em, x);
+    Tensor* q = q_proj_(em, x);
+    Tensor* k = k_proj_(em, x);
+    Tensor* v = v_proj_(em, x);
     Layer* rq =
         net.add_rotary(q, s.positions, s.seq_ids, rotary_params(c_, c_.num_attention_heads));
     em.name_layer(rq, *this, "rotary_q");
@@ -55,46 +105,38 @@ class LlamaAttention : public nn::Module {
     p.cache_index = layer_;
     Layer* attn = net.add_attention(rq->output(0), rk->output(0), v, s.positions, s.seq_ids, p);
     em.name_layer(attn, *this, "attention");
-    return o_proj_->forward(em, attn->output(0));
+    return o_proj_(em, attn->output(0));
   }
 
  private:
-  nn::Linear* add_linear(const char* name, int64_t in, int64_t out, bool bias, DataType dtype) {
-    return register_module(name, std::make_unique<nn::Linear>(in, out, bias, dtype));
-  }
   const LlamaConfig& c_;
   int64_t layer_;
-  nn::Linear *q_proj_, *k_proj_, *v_proj_, *o_proj_;
+  Projection q_proj_, k_proj_, v_proj_, o_proj_;
 };
 
 class LlamaMlp : public nn::Module {
  public:
-  LlamaMlp(const LlamaConfig& c, DataType dtype) : act_(activation(c.hidden_act)) {
-    gate_proj_ = register_module(
-        "gate_proj",
-        std::make_unique<nn::Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, dtype));
-    up_proj_ = register_module(
-        "up_proj",
-        std::make_unique<nn::Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, dtype));
-    down_proj_ = register_module(
-        "down_proj",
-        std::make_unique<nn::Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias, dtype));
+  LlamaMlp(const LlamaConfig& c, DataType dtype, const std::optional<GptqLayout>& q)
+      : act_(activation(c.hidden_act)) {
+    const int64_t h = c.hidden_size, f = c.intermediate_size;
+    gate_proj_ = add_projection(*this, "gate_proj", h, f, c.mlp_bias, dtype, q);
+    up_proj_ = add_projection(*this, "up_proj", h, f, c.mlp_bias, dtype, q);
+    down_proj_ = add_projection(*this, "down_proj", f, h, c.mlp_bias, dtype, q);
   }
   std::string_view type_name() const override { return "LlamaMlp"; }
 
   Tensor* forward(nn::Emitter& em, Tensor* x) {
     Network& net = em.network();
-    Layer* act = net.add_unary(gate_proj_->forward(em, x), act_);
+    Layer* act = net.add_unary(gate_proj_(em, x), act_);
     em.name_layer(act, *this, "act");
-    Layer* gated =
-        net.add_elementwise(act->output(0), up_proj_->forward(em, x), ElementwiseOp::kPROD);
+    Layer* gated = net.add_elementwise(act->output(0), up_proj_(em, x), ElementwiseOp::kPROD);
     em.name_layer(gated, *this, "gated");
-    return down_proj_->forward(em, gated->output(0));
+    return down_proj_(em, gated->output(0));
   }
 
  private:
   UnaryOp act_;
-  nn::Linear *gate_proj_, *up_proj_, *down_proj_;
+  Projection gate_proj_, up_proj_, down_proj_;
 };
 
 // One Mixtral expert: a gated MLP whose weights are named as in Hugging Face checkpoints
@@ -168,17 +210,18 @@ class MixtralSparseMoe : public nn::Module {
 
 class LlamaDecoderLayer : public nn::Module {
  public:
-  LlamaDecoderLayer(const LlamaConfig& c, DataType dtype, int64_t layer) {
+  LlamaDecoderLayer(const LlamaConfig& c, DataType dtype, int64_t layer,
+                    const std::optional<GptqLayout>& q) {
     const auto eps = static_cast<float>(c.rms_norm_eps);
     input_layernorm_ = register_module("input_layernorm",
                                        std::make_unique<nn::RmsNorm>(c.hidden_size, eps, dtype));
-    self_attn_ = register_module("self_attn", std::make_unique<LlamaAttention>(c, dtype, layer));
+    self_attn_ = register_module("self_attn", std::make_unique<LlamaAttention>(c, dtype, layer, q));
     post_attention_layernorm_ = register_module(
         "post_attention_layernorm", std::make_unique<nn::RmsNorm>(c.hidden_size, eps, dtype));
     if (c.is_moe())
       moe_ = register_module("block_sparse_moe", std::make_unique<MixtralSparseMoe>(c, dtype));
     else
-      mlp_ = register_module("mlp", std::make_unique<LlamaMlp>(c, dtype));
+      mlp_ = register_module("mlp", std::make_unique<LlamaMlp>(c, dtype, q));
   }
   std::string_view type_name() const override { return "LlamaDecoderLayer"; }
 
@@ -202,15 +245,16 @@ class LlamaDecoderLayer : public nn::Module {
   MixtralSparseMoe* moe_ = nullptr;
 };
 
-LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, DataType dtype)
-    : config_(std::move(config)), dtype_(dtype) {
+LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, DataType dtype,
+                                   std::optional<GptqLayout> gptq)
+    : config_(std::move(config)), dtype_(dtype), gptq_(gptq) {
   const LlamaConfig& c = config_;
   auto* model = register_module("model", std::make_unique<nn::Module>());
   embed_tokens_ = model->register_module(
       "embed_tokens", std::make_unique<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
   layers_ = model->register_module("layers", std::make_unique<nn::ModuleList>());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
-    layers_->append(std::make_unique<LlamaDecoderLayer>(c, dtype, i));
+    layers_->append(std::make_unique<LlamaDecoderLayer>(c, dtype, i, gptq_));
   norm_ = model->register_module(
       "norm",
       std::make_unique<nn::RmsNorm>(c.hidden_size, static_cast<float>(c.rms_norm_eps), dtype));

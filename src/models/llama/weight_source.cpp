@@ -35,6 +35,7 @@ LlamaWeightSource LlamaWeightSource::open(const std::string& dir) {
   s.dir_ = dir;
   s.config_file_ = fs::is_directory(dir) ? (fs::path(dir) / "config.json").string() : dir;
   s.config_ = LlamaConfig::load(dir);
+  s.gptq_ = read_gptq_config(dir);
   s.reader_ = std::make_unique<io::CheckpointReader>(io::CheckpointReader::open(dir));
   return s;
 }
@@ -63,12 +64,17 @@ LlamaWeightSource LlamaWeightSource::open_meta(const std::string& dir) {
 }
 
 bool LlamaWeightSource::contains(const std::string& name) const {
-  return meta_ ? meta_->contains(name) : reader_->contains(name);
+  if (meta_) return meta_->contains(name);
+  return reader_->contains(name) || (gptq_ && is_gptq_weight(*reader_, name));
 }
 
 Weights LlamaWeightSource::weights(const std::string& name, const TensorDesc& desc,
                                    std::vector<HostTensor>& keep) const {
   if (meta_) return meta_->weights(name, desc, keep);
+  if (gptq_ && is_gptq_weight(*reader_, name)) {
+    keep.push_back(dequantize_gptq(*reader_, *gptq_, name, desc));
+    return keep.back().view();
+  }
   const io::StoredTensor& t = reader_->tensor(name);
   check(t.shape == desc.dims, ErrorCode::kSHAPE_MISMATCH,
         "tensor '" + name + "' in " + t.file + " is " + stored_text(t) + "; the model expects " +
@@ -94,9 +100,14 @@ std::string LlamaWeightSource::naming_note(const std::vector<std::string>& names
 
 std::vector<std::string> LlamaWeightSource::unused(const std::set<std::string>& used) const {
   if (meta_) return meta_->unused(used);
+  std::set<std::string> taken = used;
+  if (gptq_)
+    for (const std::string& name : used)
+      if (is_gptq_weight(*reader_, name))
+        for (std::string& part : gptq_parts(name)) taken.insert(std::move(part));
   std::vector<std::string> out;
   for (const io::StoredTensor& t : reader_->tensors())
-    if (!used.count(t.name)) out.push_back(t.name);
+    if (!taken.count(t.name)) out.push_back(t.name);
   return out;
 }
 

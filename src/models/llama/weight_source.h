@@ -3,6 +3,10 @@
 // format: the LlamaConfig it describes and its tensors under Hugging Face names.
 //   Hugging Face: config.json + any layout CheckpointReader reads (tensors viewed or converted)
 //   Meta: params.json + consolidated.NN.pth (meta_checkpoint.h merges and permutes them)
+//   GPTQ: a Hugging Face directory with a GPTQ quantization config (gptq.h): its packed tensors
+//         are read as stored (a packed model's parameters), and a quantized Linear's
+//         "<name>.weight", which it lacks, is dequantized from <name>.qweight/.qzeros/.scales/
+//         .g_idx when asked for (dequantizing loads, float engines refitting from it)
 // Both load_from_hf_checkpoint and refit_from_hf_checkpoint go through it, so everything that
 // takes a checkpoint directory takes both formats.
 
@@ -15,6 +19,7 @@
 #include "bindery/models/llama_config.h"
 #include "bindery/tensor_desc.h"
 #include "bindery/weights.h"
+#include "models/llama/gptq.h"
 
 namespace bindery::models {
 
@@ -37,6 +42,8 @@ class LlamaWeightSource {
   /// The file the config came from: <dir>/config.json or <dir>/params.json.
   const std::string& config_file() const { return config_file_; }
   const LlamaConfig& config() const { return config_; }
+  /// The GPTQ quantization config (nullopt for an unquantized checkpoint).
+  const std::optional<GptqConfig>& gptq() const { return gptq_; }
 
   /// Whether the checkpoint has the tensor of this HF name.
   bool contains(const std::string& name) const;
@@ -64,6 +71,7 @@ class LlamaWeightSource {
   LlamaConfig config_;
   std::unique_ptr<io::CheckpointReader> reader_;
   std::unique_ptr<MetaCheckpoint> meta_;  // null for HF
+  std::optional<GptqConfig> gptq_;
 };
 
 }  // namespace bindery::models

@@ -231,6 +231,7 @@ void run_pooling(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_rotary(const GraphNode& node, Inputs in, const TensorRef& out);
 void run_attention(const GraphNode& node, Inputs in, const TensorRef& out, KvCache& cache);
 void run_moe(const GraphNode& node, Inputs in, const TensorRef& out);
+void run_matmul_int4(const GraphNode& node, Inputs in, const TensorRef& out);
 
 /// kMOE's routing of `tokens` tokens from their router logits ([tokens, num_experts], f32):
 /// each token's top_k experts, largest probability first, and their weights.

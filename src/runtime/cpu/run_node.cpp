@@ -126,6 +126,7 @@ void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
       if (!kv_cache) detail::unsupported(node, "attention runs only in an execution context");
       return detail::run_attention(node, inputs, out, *kv_cache);
     case LayerType::kMOE: return detail::run_moe(node, inputs, out);
+    case LayerType::kMATMUL_INT4: return detail::run_matmul_int4(node, inputs, out);
   }
   detail::unsupported(node, "unknown layer type");
 }
