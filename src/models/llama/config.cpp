@@ -5,64 +5,14 @@
 
 #include "bindery/error.h"
 #include "bindery/models/llama_config.h"
+#include "models/llama/json_fields.h"
 
 namespace bindery::models {
 namespace {
 
 using nlohmann::json;
 
-// Field access that names the file and the field in every error.
-class Fields {
- public:
-  Fields(const json& j, std::string source) : j_(j), source_(std::move(source)) {}
-
-  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
-
-  int64_t required_int(const char* key) const {
-    check(has(key), ErrorCode::kNOT_FOUND, source_ + ": required field '" + key + "' is missing");
-    return integer(key);
-  }
-  int64_t integer(const char* key, int64_t fallback = 0) const {
-    if (!has(key)) return fallback;
-    const json& v = j_.at(key);
-    check(v.is_number_integer() && v.get<int64_t>() >= 0, ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be a non-negative integer, found " + v.dump());
-    return v.get<int64_t>();
-  }
-  double number(const char* key, double fallback) const {
-    if (!has(key)) return fallback;
-    const json& v = j_.at(key);
-    check(v.is_number(), ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be a number, found " + v.dump());
-    return v.get<double>();
-  }
-  std::optional<double> optional_number(const char* key) const {
-    if (!has(key)) return std::nullopt;
-    return number(key, 0);
-  }
-  bool boolean(const char* key, bool fallback) const {
-    if (!has(key)) return fallback;
-    check(j_.at(key).is_boolean(), ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be true or false, found " + j_.at(key).dump());
-    return j_.at(key).get<bool>();
-  }
-  std::string string(const char* key, const std::string& fallback) const {
-    if (!has(key)) return fallback;
-    check(j_.at(key).is_string(), ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be a string, found " + j_.at(key).dump());
-    return j_.at(key).get<std::string>();
-  }
-  const json& object(const char* key) const {
-    check(j_.at(key).is_object(), ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be an object, found " + j_.at(key).dump());
-    return j_.at(key);
-  }
-  const std::string& source() const { return source_; }
-
- private:
-  const json& j_;
-  std::string source_;
-};
+using Fields = JsonFields;
 
 RopeType parse_rope_type(const std::string& name, const std::string& source) {
   if (name == "default") return RopeType::kDEFAULT;

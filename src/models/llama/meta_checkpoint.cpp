@@ -14,6 +14,7 @@
 #include "bindery/error.h"
 #include "bindery/models/meta_llama.h"
 #include "io/tensor_convert.h"
+#include "models/llama/json_fields.h"
 
 namespace bindery::models {
 namespace {
@@ -32,46 +33,6 @@ bool has_hf_weights(const fs::path& dir) {
     if (entry.is_regular_file() && entry.path().extension() == ".safetensors") return true;
   return false;
 }
-
-// params.json fields, every error naming the file and the field.
-class Params {
- public:
-  Params(const json& j, std::string source) : j_(j), source_(std::move(source)) {}
-
-  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
-  void require(const char* key) const {
-    check(has(key), ErrorCode::kNOT_FOUND, source_ + ": required field '" + key + "' is missing");
-  }
-  int64_t integer(const char* key, int64_t fallback, int64_t at_least) const {
-    if (!has(key)) return fallback;
-    const json& v = j_.at(key);
-    check(v.is_number_integer() && v.get<int64_t>() >= at_least, ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be an integer of at least " +
-              std::to_string(at_least) + ", found " + v.dump());
-    return v.get<int64_t>();
-  }
-  int64_t required_positive(const char* key) const {
-    require(key);
-    return integer(key, 0, 1);
-  }
-  std::optional<double> number(const char* key) const {
-    if (!has(key)) return std::nullopt;
-    const json& v = j_.at(key);
-    check(v.is_number() && v.get<double>() > 0, ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be a positive number, found " + v.dump());
-    return v.get<double>();
-  }
-  bool boolean(const char* key) const {
-    if (!has(key)) return false;
-    check(j_.at(key).is_boolean(), ErrorCode::kINVALID_ARGUMENT,
-          source_ + ": field '" + key + "' must be true or false, found " + j_.at(key).dump());
-    return j_.at(key).get<bool>();
-  }
-
- private:
-  const json& j_;
-  std::string source_;
-};
 
 // Meta name -> HF name and how fairscale splits it across model-parallel ranks.
 struct Naming {
@@ -190,15 +151,15 @@ LlamaConfig meta_params_config(const std::string& text, const std::string& sourc
     throw Error(ErrorCode::kCORRUPT_FILE, source + " is not valid JSON: " + e.what());
   }
   check(j.is_object(), ErrorCode::kCORRUPT_FILE, source + " is not a JSON object");
-  const Params p(j, source);
+  const JsonFields p(j, source);
   for (const char* key : {"dim", "n_layers", "n_heads", "multiple_of", "norm_eps"}) p.require(key);
   LlamaConfig c;
   c.model_type = "llama";
   c.hidden_act = "silu";
   c.tie_word_embeddings = false;
-  c.hidden_size = p.required_positive("dim");
+  c.hidden_size = p.required_int("dim", 1);
   c.num_hidden_layers = p.integer("n_layers", 0, 0);
-  c.num_attention_heads = p.required_positive("n_heads");
+  c.num_attention_heads = p.required_int("n_heads", 1);
   c.num_key_value_heads = p.integer("n_kv_heads", c.num_attention_heads, 1);
   check(c.num_attention_heads % c.num_key_value_heads == 0, ErrorCode::kINVALID_ARGUMENT,
         source + ": n_heads (" + std::to_string(c.num_attention_heads) +
@@ -212,14 +173,14 @@ LlamaConfig meta_params_config(const std::string& text, const std::string& sourc
   // Llama 2's params.json says -1: the vocabulary is the tokenizer's (the embedding's rows).
   c.vocab_size = p.integer("vocab_size", -1, -1);
   if (c.vocab_size <= 0) c.vocab_size = 0;
-  c.rms_norm_eps = *p.number("norm_eps");
-  c.intermediate_size = meta_ffn_hidden_size(c.hidden_size, p.required_positive("multiple_of"),
-                                             p.number("ffn_dim_multiplier"));
-  c.rope.theta = p.number("rope_theta").value_or(10000.0);
+  c.rms_norm_eps = *p.optional_number("norm_eps", true);
+  c.intermediate_size = meta_ffn_hidden_size(c.hidden_size, p.required_int("multiple_of", 1),
+                                             p.optional_number("ffn_dim_multiplier", true));
+  c.rope.theta = p.optional_number("rope_theta", true).value_or(10000.0);
   const bool llama3 = p.boolean("use_scaled_rope");
   if (llama3) {  // llama-models' apply_scaling
     c.rope.type = RopeType::kLLAMA3;
-    c.rope.factor = p.number("rope_scaling_factor").value_or(8.0);
+    c.rope.factor = p.optional_number("rope_scaling_factor", true).value_or(8.0);
     c.rope.low_freq_factor = 1.0;
     c.rope.high_freq_factor = 4.0;
     c.rope.original_max_position_embeddings = 8192;
