@@ -86,13 +86,7 @@ std::string_view rope_type_name(RopeType t) {
 }
 
 LlamaConfig LlamaConfig::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(ErrorCode::kCORRUPT_FILE, source + " is not valid JSON: " + e.what());
-  }
-  check(j.is_object(), ErrorCode::kCORRUPT_FILE, source + " is not a JSON object");
+  const json j = parse_json_object(text, source);
   const Fields f(j, source);
   LlamaConfig c;
   c.model_type = f.string("model_type", "");

@@ -6,6 +6,17 @@ namespace bindery::models {
 
 using nlohmann::json;
 
+json parse_json_object(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(ErrorCode::kCORRUPT_FILE, source + " is not valid JSON: " + e.what());
+  }
+  check(j.is_object(), ErrorCode::kCORRUPT_FILE, source + " is not a JSON object");
+  return j;
+}
+
 JsonFields::JsonFields(const json& j, std::string source) : j_(j), source_(std::move(source)) {}
 
 bool JsonFields::has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }

@@ -9,6 +9,10 @@
 
 namespace bindery::models {
 
+/// `text` parsed as a JSON object; kCORRUPT_FILE naming `source` when it is not valid JSON or
+/// not an object.
+nlohmann::json parse_json_object(const std::string& text, const std::string& source);
+
 class JsonFields {
  public:
   /// `j` is borrowed; `source` names the file (and object) in errors.

@@ -144,13 +144,7 @@ int64_t meta_ffn_hidden_size(int64_t dim, int64_t multiple_of,
 }
 
 LlamaConfig meta_params_config(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(ErrorCode::kCORRUPT_FILE, source + " is not valid JSON: " + e.what());
-  }
-  check(j.is_object(), ErrorCode::kCORRUPT_FILE, source + " is not a JSON object");
+  const json j = parse_json_object(text, source);
   const JsonFields p(j, source);
   for (const char* key : {"dim", "n_layers", "n_heads", "multiple_of", "norm_eps"}) p.require(key);
   LlamaConfig c;
