@@ -32,10 +32,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
+from make_llama_fixtures import NEW, PROMPTS, greedy  # the same prompts and greedy loop
+
 HERE = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "llama")
 OUT = HERE
-NEW = 12
-PROMPTS = [[1, 5, 9, 23, 42, 7, 100, 3], [1, 77, 13], [1, 200, 150, 99, 31, 64]]
 GROUP = 32
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 VARIANTS = {"llama_gqa_gptq": False, "llama_gqa_gptq_act": True}
@@ -89,14 +89,6 @@ def unpack_rows(p):
 def unpack_cols(p):
     w = p.to(torch.int64) & 0xFFFFFFFF
     return torch.stack([(w >> (4 * j)) & 0xF for j in range(8)], 2).reshape(p.shape[0], -1)
-
-
-def greedy(model, prompt):
-    ids = torch.tensor([prompt])
-    for _ in range(NEW):
-        logits = model(ids).logits[0, -1]
-        ids = torch.cat([ids, logits.argmax().view(1, 1)], dim=1)
-    return ids[0]
 
 
 def make(name, desc_act):
