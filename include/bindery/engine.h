@@ -23,6 +23,7 @@ namespace bindery {
 
 class ExecutionContext;
 class Backend;
+class Communicator;
 
 struct TensorInfo {
   std::string name;
@@ -87,6 +88,11 @@ class ExecutionContext {
   void execute();
   /// Runs on `stream` after the work already enqueued there.
   void enqueue(Stream& stream);
+  /// The group this context's collective layers (all_reduce, all_gather: an engine that is one
+  /// rank of a tensor-parallel model) run over; borrowed, must outlive the runs. Running such
+  /// an engine without one throws kINVALID_ARGUMENT. See TensorParallelExecutor.
+  void set_communicator(Communicator* communicator);
+  Communicator* communicator() const;
 
   // ---- KV cache (engines with attention layers) ----
   // Each context keeps the keys and values of the sequences it ran, by sequence id, so a

@@ -33,6 +33,7 @@ enum class ErrorCode {
   // other
   kUNSUPPORTED = 600,
   kDEVICE = 700,
+  kABORTED = 800,  // a collective of a tensor-parallel group failed because another rank did
   kINTERNAL = 900,
 };
 

@@ -101,6 +101,7 @@ class Network {
   /// `bias` may be nullptr.
   Layer* add_layer_norm(Tensor* x, Tensor* weight, Tensor* bias, float epsilon);
   Layer* add_gather(Tensor* data, Tensor* indices, int axis = 0);
+  Layer* add_gather(Tensor* data, Tensor* indices, GatherParams params);
   Layer* add_reshape(Tensor* x, Dims shape);
   Layer* add_transpose(Tensor* x, std::vector<int> perm);
   Layer* add_concat(std::span<Tensor* const> inputs, int axis);
@@ -124,6 +125,11 @@ class Network {
   /// qweight i32 [in/8, out], qzeros i32 [G, out/8], scales [G, out], g_idx i32 [in].
   Layer* add_matmul_int4(Tensor* x, Tensor* qweight, Tensor* qzeros, Tensor* scales, Tensor* g_idx,
                          Int4MatmulParams params);
+  /// Tensor parallelism: the sum of `x` over the `group_size` ranks (kALL_REDUCE), and their
+  /// `x`s concatenated along `axis` in rank order (kALL_GATHER). Run by the execution context's
+  /// Communicator (ExecutionContext::set_communicator, TensorParallelExecutor).
+  Layer* add_all_reduce(Tensor* x, int64_t group_size);
+  Layer* add_all_gather(Tensor* x, int axis, int64_t group_size);
 
   // ---- outputs, debug tensors, refit marks ----
   void mark_output(Tensor* t);

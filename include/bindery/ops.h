@@ -42,6 +42,10 @@ enum class LayerType : uint8_t {
                // mixture of gated-MLP experts, top-k routed per token
   kMATMUL_INT4,  // inputs x [..., in], qweight i32 [in/8, out], qzeros i32 [G, out/8], scales
                  // [G, out] (float), g_idx i32 [in]: y = x · Wᵀ with W GPTQ int4, kept packed
+  // Collectives over the ranks of a tensor-parallel group (the execution context's
+  // Communicator runs them; every rank's engine has the same nodes in the same order).
+  kALL_REDUCE,  // input x (f32): the elementwise sum of every rank's x, on every rank
+  kALL_GATHER,  // input x (f32): every rank's x concatenated along `axis`, in rank order
 };
 
 enum class ElementwiseOp : uint8_t { kSUM, kSUB, kPROD, kDIV, kMIN, kMAX, kPOW };
@@ -87,6 +91,12 @@ struct NormParams {  // kRMSNORM and kLAYERNORM: normalise over the last dimensi
 };
 struct GatherParams {
   int axis = 0;
+  /// The data holds rows [index_offset, index_offset + data.dims[axis]) of a larger table (a
+  /// vocab-parallel embedding's share): index i reads row i - index_offset.
+  int64_t index_offset = 0;
+  /// An index outside the data's rows gives zeros instead of an error (each rank of a
+  /// vocab-parallel embedding looks up the tokens it holds; an all-reduce adds the rest).
+  bool zero_out_of_range = false;
 };
 struct ReshapeParams {
   Dims shape;  // 0 copies the input's dim at that index, one -1 is inferred
@@ -192,11 +202,18 @@ struct Int4MatmulParams {
   int64_t zero_offset = 1;
 };
 
+/// kALL_REDUCE / kALL_GATHER: the group the engine was built for (its rank count), so that
+/// shapes are static and a context whose Communicator has another size is refused.
+struct CollectiveParams {
+  int64_t group_size = 1;
+  int axis = -1;  // kALL_GATHER's concatenation axis
+};
+
 using LayerParams =
     std::variant<ConstantParams, MatMulParams, ElementwiseParams, UnaryParams, SoftmaxParams,
                  ReduceParams, NormParams, GatherParams, ReshapeParams, TransposeParams,
                  ConcatParams, SliceParams, CastParams, ConvParams, BatchNormParams, PoolingParams,
-                 RotaryParams, AttentionParams, MoeParams, Int4MatmulParams>;
+                 RotaryParams, AttentionParams, MoeParams, Int4MatmulParams, CollectiveParams>;
 
 /// The params alternative a layer type carries (kRMSNORM/kLAYERNORM share NormParams).
 LayerParams default_params(LayerType type);

@@ -26,9 +26,11 @@
 
 namespace bindery {
 
-// 2: decoder layers (rotary, attention, moe, matmul_int4) and plan properties. Version-1 plans
-// still load; a binary that only knows version 1 refuses version 2 as kVERSION_TOO_NEW.
-inline constexpr uint32_t kPLAN_FORMAT_VERSION = 2;
+// 2: decoder layers (rotary, attention, moe, matmul_int4) and plan properties.
+// 3: tensor parallelism: all_reduce / all_gather layers, gather's index_offset.
+// Older plans still load; a binary that knows an older version refuses newer ones as
+// kVERSION_TOO_NEW.
+inline constexpr uint32_t kPLAN_FORMAT_VERSION = 3;
 inline constexpr int64_t kBLOB_ALIGNMENT = 256;
 
 /// A weight as the user names it (what set_named_weights takes).

@@ -85,6 +85,24 @@ std::optional<RecipeRegion> recipe_direct_region(const Recipe& r,
                                                  std::span<const TensorDesc> sources,
                                                  int source_index);
 
+/// A block of a source weight along one axis: rows [start, start + length) of dim `axis`.
+struct SourceBlock {
+  int axis = 0;
+  int64_t start = 0;
+  int64_t length = 0;
+  bool operator==(const SourceBlock&) const = default;
+};
+
+/// The block of source `source_index` the recipe reads when it reads only part of it: every
+/// use of the source is one slice step, all with the same axis, start and length (a
+/// tensor-parallel rank's share of a full checkpoint tensor). nullopt when it reads it whole.
+std::optional<SourceBlock> recipe_source_block(const Recipe& r, int source_index);
+
+/// The same recipe over the block instead of the whole source: the slice steps that read it
+/// are dropped, so the recipe takes the block (recipe_source_block) as that source. Throws
+/// kINTERNAL when the recipe does not read a block of it.
+Recipe narrow_recipe(const Recipe& r, int source_index);
+
 /// Recovers source `source_index` from the slot's content, inverting the recipe: identity,
 /// concat (selects the part), cast (casts back to the source's dtype), transpose, reshape.
 /// Throws Error(kNOT_INVERTIBLE) saying which step (e.g. a folded batch norm) cannot be undone.

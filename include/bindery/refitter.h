@@ -8,10 +8,12 @@
 // Not thread-safe; one refitter per engine at a time.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "bindery/engine.h"
+#include "bindery/recipe.h"
 #include "bindery/weights.h"
 
 namespace bindery {
@@ -28,6 +30,16 @@ class Refitter {
   /// kCOUNT_MISMATCH (elements differ from the prototype's), kIDENTICAL_MISMATCH
   /// (kREFIT_IDENTICAL and the data differ). Nothing is changed on error.
   void set_named_weights(const std::string& name, const Weights& weights);
+  /// The one block of source `name` this engine reads, when it reads only part of it (a
+  /// tensor-parallel rank's share of a full checkpoint tensor: its recipes slice it); nullopt
+  /// when it reads all of it. kNOT_FOUND for unknown names.
+  std::optional<SourceBlock> needed_block(const std::string& name) const;
+  /// Sets only that block of source `name`: `weights` has the source's shape with
+  /// dims[block.axis] = block.length, and is all the refit reads of it (a rank reads only its
+  /// slice of the checkpoint). kINVALID_ARGUMENT when `block` is not needed_block(name) or the
+  /// plan is REFIT_IDENTICAL (its hashes cover whole weights); otherwise as set_named_weights.
+  void set_named_weights_block(const std::string& name, const SourceBlock& block,
+                               const Weights& weights);
   /// Forgets weights set for `name`. False if none were set.
   bool unset_named_weights(const std::string& name);
   /// Source names that must still be set before refit() can succeed: every source of every

@@ -22,6 +22,7 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::kCORRUPT_FILE: return "kCORRUPT_FILE";
     case ErrorCode::kUNSUPPORTED: return "kUNSUPPORTED";
     case ErrorCode::kDEVICE: return "kDEVICE";
+    case ErrorCode::kABORTED: return "kABORTED";
     case ErrorCode::kINTERNAL: return "kINTERNAL";
   }
   return "kUNKNOWN";

@@ -169,6 +169,9 @@ Layer* Network::add_layer_norm(Tensor* x, Tensor* weight, Tensor* bias, float ep
 Layer* Network::add_gather(Tensor* data, Tensor* indices, int axis) {
   return add_layer(LayerType::kGATHER, GatherParams{axis}, {data, indices});
 }
+Layer* Network::add_gather(Tensor* data, Tensor* indices, GatherParams params) {
+  return add_layer(LayerType::kGATHER, params, {data, indices});
+}
 Layer* Network::add_reshape(Tensor* x, Dims shape) {
   return add_layer(LayerType::kRESHAPE, ReshapeParams{std::move(shape)}, {x});
 }
@@ -205,6 +208,12 @@ Layer* Network::add_attention(Tensor* q, Tensor* k, Tensor* v, Tensor* positions
 Layer* Network::add_matmul_int4(Tensor* x, Tensor* qweight, Tensor* qzeros, Tensor* scales,
                                 Tensor* g_idx, Int4MatmulParams params) {
   return add_layer(LayerType::kMATMUL_INT4, std::move(params), {x, qweight, qzeros, scales, g_idx});
+}
+Layer* Network::add_all_reduce(Tensor* x, int64_t group_size) {
+  return add_layer(LayerType::kALL_REDUCE, CollectiveParams{group_size, -1}, {x});
+}
+Layer* Network::add_all_gather(Tensor* x, int axis, int64_t group_size) {
+  return add_layer(LayerType::kALL_GATHER, CollectiveParams{group_size, axis}, {x});
 }
 Layer* Network::add_moe(Tensor* x, Tensor* router_logits, Tensor* gate_up, Tensor* down,
                         MoeParams params) {

@@ -49,6 +49,8 @@ std::string_view layer_type_name(LayerType t) {
     case LayerType::kATTENTION: return "attention";
     case LayerType::kMOE: return "moe";
     case LayerType::kMATMUL_INT4: return "matmul_int4";
+    case LayerType::kALL_REDUCE: return "all_reduce";
+    case LayerType::kALL_GATHER: return "all_gather";
   }
   return "unknown";
 }
@@ -130,6 +132,8 @@ LayerParams default_params(LayerType type) {
     case LayerType::kATTENTION: return AttentionParams{};
     case LayerType::kMOE: return MoeParams{};
     case LayerType::kMATMUL_INT4: return Int4MatmulParams{};
+    case LayerType::kALL_REDUCE:
+    case LayerType::kALL_GATHER: return CollectiveParams{};
   }
   throw Error(ErrorCode::kINVALID_ARGUMENT,
               "unknown layer type " + std::to_string(static_cast<int>(type)));
@@ -162,6 +166,8 @@ std::pair<int, int> input_arity(LayerType t) {
     case LayerType::kATTENTION: return {5, 5};
     case LayerType::kMOE: return {4, 4};
     case LayerType::kMATMUL_INT4: return {5, 5};
+    case LayerType::kALL_REDUCE:
+    case LayerType::kALL_GATHER: return {1, 1};
   }
   return {0, 0};
 }
@@ -185,10 +191,11 @@ std::string str(int64_t v) { return std::to_string(v); }
 std::string dt(DataType t) { return std::string(dtype_name(t)); }
 
 constexpr const char* kParamsNames[] = {
-    "ConstantParams", "MatMulParams", "ElementwiseParams", "UnaryParams",   "SoftmaxParams",
-    "ReduceParams",   "NormParams",   "GatherParams",      "ReshapeParams", "TransposeParams",
-    "ConcatParams",   "SliceParams",  "CastParams",        "ConvParams",    "BatchNormParams",
-    "PoolingParams",  "RotaryParams", "AttentionParams",   "MoeParams",     "Int4MatmulParams"};
+    "ConstantParams",  "MatMulParams", "ElementwiseParams", "UnaryParams",   "SoftmaxParams",
+    "ReduceParams",    "NormParams",   "GatherParams",      "ReshapeParams", "TransposeParams",
+    "ConcatParams",    "SliceParams",  "CastParams",        "ConvParams",    "BatchNormParams",
+    "PoolingParams",   "RotaryParams", "AttentionParams",   "MoeParams",     "Int4MatmulParams",
+    "CollectiveParams"};
 static_assert(std::size(kParamsNames) == std::variant_size_v<LayerParams>);
 
 template <class P>
@@ -337,11 +344,25 @@ TensorDesc infer_gather(const GatherParams& p, const TensorDesc& data, const Ten
   BINDERY_EXPECT(idx.dtype == DataType::kINT32 || idx.dtype == DataType::kINT64,
                  "gather indices must be i32 or i64, got " + dt(idx.dtype));
   const int axis = normalize_axis(p.axis, data.dims.size(), "gather");
+  BINDERY_EXPECT(p.index_offset >= 0,
+                 "gather index_offset must be >= 0, got " + str(p.index_offset));
   Dims out(data.dims.begin(), data.dims.begin() + axis);
   out.insert(out.end(), idx.dims.begin(), idx.dims.end());
   out.insert(out.end(), data.dims.begin() + axis + 1, data.dims.end());
   const DataType t = is_floating(data.dtype) ? DataType::kFLOAT : data.dtype;
   return {t, out};
+}
+
+TensorDesc infer_collective(LayerType type, const CollectiveParams& p, const TensorDesc& x) {
+  const std::string what(layer_type_name(type));
+  BINDERY_EXPECT(p.group_size >= 1, what + " group_size must be >= 1, got " + str(p.group_size));
+  BINDERY_EXPECT(x.dtype == DataType::kFLOAT, what + " input must be f32, got " + dt(x.dtype));
+  if (type == LayerType::kALL_REDUCE) return x;
+  BINDERY_EXPECT(!x.dims.empty(), what + " input must have at least 1 dim");
+  const int axis = normalize_axis(p.axis, x.dims.size(), what.c_str());
+  Dims out = x.dims;
+  if (known(out[axis])) out[axis] *= p.group_size;
+  return {x.dtype, out};
 }
 
 TensorDesc infer_reshape(const ReshapeParams& p, const TensorDesc& x) {
@@ -770,6 +791,9 @@ std::vector<TensorDesc> infer_outputs(LayerType type, const LayerParams& params,
     case LayerType::kMOE: return {infer_moe(params_as<MoeParams>(type, params), inputs)};
     case LayerType::kMATMUL_INT4:
       return {infer_matmul_int4(params_as<Int4MatmulParams>(type, params), inputs)};
+    case LayerType::kALL_REDUCE:
+    case LayerType::kALL_GATHER:
+      return {infer_collective(type, params_as<CollectiveParams>(type, params), inputs[0])};
   }
   fail("unknown layer type " + str(static_cast<int>(type)));
 }

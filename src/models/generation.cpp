@@ -9,6 +9,7 @@
 #include "bindery/error.h"
 #include "bindery/logging.h"
 #include "bindery/models/llama.h"
+#include "bindery/tensor_parallel.h"
 
 namespace bindery::models {
 
@@ -50,8 +51,11 @@ int32_t sample_token(std::span<const float> logits, const SamplingConfig& s,
   return order[keep - 1];
 }
 
-Generator::Generator(Engine& engine)
-    : engine_(engine), context_(engine.create_execution_context()) {
+Generator::Generator(Engine& engine) : Generator(std::vector<Engine*>{&engine}) {}
+
+Generator::Generator(std::vector<Engine*> ranks)
+    : engine_(*ranks.at(0)), context_(std::make_unique<TensorParallelExecutor>(ranks)) {
+  const Engine& engine = engine_;
   const LlamaConfig config = config_of(engine.metadata());
   vocab_ = config.vocab_size;
   auto it = engine.metadata().properties.find("model.max_seq_len");

@@ -49,6 +49,8 @@ constexpr Named<LayerType> kLayerTypes[] = {
     {LayerType::kATTENTION, "attention"},
     {LayerType::kMOE, "moe"},
     {LayerType::kMATMUL_INT4, "matmul_int4"},
+    {LayerType::kALL_REDUCE, "all_reduce"},
+    {LayerType::kALL_GATHER, "all_gather"},
 };
 constexpr Named<ElementwiseOp> kElementwiseOps[] = {
     {ElementwiseOp::kSUM, "add"}, {ElementwiseOp::kSUB, "sub"}, {ElementwiseOp::kPROD, "mul"},
@@ -106,10 +108,12 @@ size_t params_index(LayerType t) {
     case LayerType::kATTENTION: return 17;
     case LayerType::kMOE: return 18;
     case LayerType::kMATMUL_INT4: return 19;
+    case LayerType::kALL_REDUCE:
+    case LayerType::kALL_GATHER: return 20;
   }
   return std::variant_npos;
 }
-static_assert(std::variant_size_v<LayerParams> == 20,
+static_assert(std::variant_size_v<LayerParams> == 21,
               "a new LayerParams alternative needs params_index, write_params and read_params");
 
 std::string join(const std::string& path, std::string_view key) {
@@ -174,8 +178,14 @@ json params_to_json(LayerType type, const LayerParams& params, const std::string
           o["op"] = name_of(kElementwiseOps, p.op, join(path, "op"));
         } else if constexpr (std::is_same_v<P, UnaryParams>) {
           o["op"] = name_of(kUnaryOps, p.op, join(path, "op"));
-        } else if constexpr (std::is_same_v<P, SoftmaxParams> || std::is_same_v<P, GatherParams> ||
-                             std::is_same_v<P, ConcatParams>) {
+        } else if constexpr (std::is_same_v<P, SoftmaxParams> || std::is_same_v<P, ConcatParams>) {
+          o["axis"] = p.axis;
+        } else if constexpr (std::is_same_v<P, GatherParams>) {
+          o["axis"] = p.axis;
+          o["index_offset"] = p.index_offset;
+          o["zero_out_of_range"] = p.zero_out_of_range;
+        } else if constexpr (std::is_same_v<P, CollectiveParams>) {
+          o["group_size"] = p.group_size;
           o["axis"] = p.axis;
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
           o["op"] = name_of(kReduceOps, p.op, join(path, "op"));
@@ -492,6 +502,7 @@ class In {
     return out;
   }
   TensorDesc desc() const { return {dtype("dtype"), i64s("dims")}; }
+  bool has(const char* key) const { return j_.is_object() && j_.contains(key); }
 
  private:
   const json& j_;
@@ -511,7 +522,11 @@ LayerParams read_params(LayerType type, const In& in) {
                           in.boolean("keep_dims")};
     case LayerType::kRMSNORM:
     case LayerType::kLAYERNORM: return NormParams{in.f32("epsilon")};
-    case LayerType::kGATHER: return GatherParams{in.i32("axis")};
+    case LayerType::kGATHER:
+      // Format 2 plans have neither field (the defaults); format 3 writes both.
+      return in.has("index_offset") ? GatherParams{in.i32("axis"), in.i64("index_offset"),
+                                                   in.boolean("zero_out_of_range")}
+                                    : GatherParams{in.i32("axis")};
     case LayerType::kRESHAPE: return ReshapeParams{in.i64s("shape")};
     case LayerType::kTRANSPOSE: return TransposeParams{in.i32s("perm")};
     case LayerType::kCONCAT: return ConcatParams{in.i32("axis")};
@@ -554,6 +569,8 @@ LayerParams read_params(LayerType type, const In& in) {
     case LayerType::kMATMUL_INT4:
       return Int4MatmulParams{in.i64("in_features"), in.i64("out_features"), in.i64("group_count"),
                               in.i64("zero_offset")};
+    case LayerType::kALL_REDUCE:
+    case LayerType::kALL_GATHER: return CollectiveParams{in.i64("group_size"), in.i32("axis")};
   }
   fail(in.path(), "no params for this layer type");  // unreachable: type came from kLayerTypes
 }

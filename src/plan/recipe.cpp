@@ -405,6 +405,48 @@ std::optional<RecipeRegion> recipe_direct_region(const Recipe& r,
   return std::nullopt;
 }
 
+std::optional<SourceBlock> recipe_source_block(const Recipe& r, int source_index) {
+  std::optional<SourceBlock> block;
+  for (size_t i = 0; i < r.steps.size(); ++i) {
+    const RecipeStep& s = r.steps[i];
+    if (s.op == RecipeOp::kSOURCE) continue;
+    for (int a : s.args) {
+      const RecipeStep& arg = r.steps[a];
+      if (arg.op != RecipeOp::kSOURCE || arg.args[0] != source_index) continue;
+      if (s.op != RecipeOp::kSLICE) return std::nullopt;  // read whole
+      const SourceBlock b{s.axis, s.dims[0], s.dims[1]};
+      if (block && !(*block == b)) return std::nullopt;
+      block = b;
+    }
+  }
+  // A source step that is the result itself is read whole.
+  const RecipeStep& last = r.steps.back();
+  if (last.op == RecipeOp::kSOURCE && last.args[0] == source_index) return std::nullopt;
+  return block;
+}
+
+Recipe narrow_recipe(const Recipe& r, int source_index) {
+  check(recipe_source_block(r, source_index).has_value(), ErrorCode::kINTERNAL,
+        "recipe " + r.to_string() + " does not read a block of its source " +
+            std::to_string(source_index));
+  Recipe out;
+  out.sources = r.sources;
+  std::vector<int> renumbered(r.steps.size(), -1);
+  for (size_t i = 0; i < r.steps.size(); ++i) {
+    RecipeStep s = r.steps[i];
+    if (s.op == RecipeOp::kSLICE && r.steps[s.args[0]].op == RecipeOp::kSOURCE &&
+        r.steps[s.args[0]].args[0] == source_index) {
+      renumbered[i] = renumbered[s.args[0]];  // the slice is now the source itself
+      continue;
+    }
+    if (s.op != RecipeOp::kSOURCE)
+      for (int& a : s.args) a = renumbered[a];
+    renumbered[i] = static_cast<int>(out.steps.size());
+    out.steps.push_back(std::move(s));
+  }
+  return out;
+}
+
 HostTensor invert_recipe(const Recipe& r, std::span<const TensorDesc> sources, int source_index,
                          const Weights& slot) {
   const auto descs = step_descs(r, sources);

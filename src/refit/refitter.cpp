@@ -49,6 +49,7 @@ struct Staged {
 struct Refitter::Impl {
   Engine& engine;
   std::map<std::string, Weights> pending;
+  std::map<std::string, SourceBlock> blocks;  // pending names set as a block only
   std::map<std::string, std::vector<int>> slots_of_source;
   int last_slots = 0;
 
@@ -77,6 +78,34 @@ struct Refitter::Impl {
     std::vector<TensorDesc> d;
     for (const auto& n : s.recipe.sources) d.push_back(source(n).desc);
     return d;
+  }
+
+  // The slot's recipe and its sources' descs as the pending weights give them: sources set
+  // as a block are read as that block (narrowed recipe, block shape).
+  std::pair<Recipe, std::vector<TensorDesc>> effective(const Slot& s) const {
+    Recipe r = s.recipe;
+    std::vector<TensorDesc> d = source_descs(s);
+    for (size_t k = 0; k < r.sources.size(); ++k) {
+      auto it = blocks.find(r.sources[k]);
+      if (it == blocks.end()) continue;
+      r = narrow_recipe(r, static_cast<int>(k));
+      d[k].dims[it->second.axis] = it->second.length;
+    }
+    return {std::move(r), std::move(d)};
+  }
+
+  // The one block of `name` every recipe reading it reads, or nullopt.
+  std::optional<SourceBlock> needed_block(const std::string& name) const {
+    auto it = slots_of_source.find(name);
+    if (it == slots_of_source.end()) return std::nullopt;
+    std::optional<SourceBlock> block;
+    for (int i : it->second) {
+      const Recipe& r = meta().slots[i].recipe;
+      const auto b = recipe_source_block(r, r.source_index(name));
+      if (!b || (block && !(*block == *b))) return std::nullopt;
+      block = b;
+    }
+    return block;
   }
 
   // Slots a refit now would rewrite, in index order.
@@ -141,16 +170,16 @@ struct Refitter::Impl {
     std::vector<Write>& writes = staged.writes;
     for (int i : affected()) {
       const Slot& slot = meta().slots[i];
+      const auto [recipe, descs] = effective(slot);
       Write w{i, {}, {}};
-      if (recipe_is_separable(slot.recipe) && (eng().slot_filled[i] || all_set(slot))) {
+      if (recipe_is_separable(recipe) && (eng().slot_filled[i] || all_set(slot))) {
         // Each set source rewrites only its region: sources that sit in the slot unchanged
         // (identity recipes, concat parts) are copied there at commit; the others are evaluated
         // into a staged copy of the slot.
-        const auto descs = source_descs(slot);
-        for (size_t k = 0; k < slot.recipe.sources.size(); ++k) {
-          auto it = views.find(slot.recipe.sources[k]);
+        for (size_t k = 0; k < recipe.sources.size(); ++k) {
+          auto it = views.find(recipe.sources[k]);
           if (it == views.end()) continue;
-          if (auto region = recipe_direct_region(slot.recipe, descs, static_cast<int>(k))) {
+          if (auto region = recipe_direct_region(recipe, descs, static_cast<int>(k))) {
             w.regions.push_back({it->second, *region});
             continue;
           }
@@ -158,13 +187,12 @@ struct Refitter::Impl {
           if (w.staged.empty())
             w.staged = all_set(slot) ? HostTensor(slot.desc.dtype, slot.desc.dims)
                                      : HostTensor::copy_of(engine.slot_view(i));
-          evaluate_recipe_region(slot.recipe, descs, static_cast<int>(k), it->second,
-                                 w.staged.data());
+          evaluate_recipe_region(recipe, descs, static_cast<int>(k), it->second, w.staged.data());
         }
       } else {
         std::vector<Weights> args;
-        for (const auto& n : slot.recipe.sources) args.push_back(views.at(n));
-        w.staged = evaluate_recipe(slot.recipe, args);
+        for (const auto& n : recipe.sources) args.push_back(views.at(n));
+        w.staged = evaluate_recipe(recipe, args);
         check(w.staged.size_bytes() == slot.size_bytes, ErrorCode::kINTERNAL,
               "recipe of slot '" + slot.name + "' produced " +
                   std::to_string(w.staged.size_bytes()) + " bytes, slot has " +
@@ -173,6 +201,52 @@ struct Refitter::Impl {
       writes.push_back(std::move(w));
     }
     return staged;
+  }
+
+  // Every check of set_named_weights against a source of `dims` (its full shape or a block).
+  void validate(const std::string& name, const Weights& w, const Dims& dims, bool whole) const {
+    const SourceWeight& s = source(name);
+    if (!s.refittable) {
+      const BuilderFlags& f = meta().flags;
+      throw Error(
+          ErrorCode::kNOT_REFITTABLE,
+          "weights '" + name + "' are not refittable: " +
+              (f.has(BuilderFlag::kREFIT_INDIVIDUAL)
+                   ? "the plan was built with REFIT_INDIVIDUAL and they were not marked with "
+                     "mark_weights_refittable"
+               : f.refittable() ? "the builder folded them into constants"
+                                : "the plan was built without a refit flag"));
+    }
+    check(w.on_host() || cuda_available(), ErrorCode::kDEVICE,
+          "weights '" + name + "' are " + w.location.to_string() +
+              " memory, which this process cannot read: " + cuda_unavailable_reason());
+    check(w.dtype == s.desc.dtype, ErrorCode::kDTYPE_MISMATCH,
+          "weights '" + name + "': expected dtype " + std::string(dtype_name(s.desc.dtype)) +
+              ", got " + describe(w));
+    check(!is_dynamic(w.shape), ErrorCode::kSHAPE_MISMATCH,
+          "weights '" + name + "': shape " + to_string(w.shape) + " is not concrete");
+    check(w.count() == volume(dims), ErrorCode::kCOUNT_MISMATCH,
+          "weights '" + name + "': expected " + std::to_string(volume(dims)) + " elements (" +
+              to_string(s.desc) + "), got " + std::to_string(w.count()) + " (" + describe(w) + ")");
+    check(w.shape == dims, ErrorCode::kSHAPE_MISMATCH,
+          "weights '" + name + "': expected shape " + to_string(dims) + ", got " +
+              to_string(w.shape));
+    check(w.values != nullptr || w.count() == 0, ErrorCode::kINVALID_ARGUMENT,
+          "weights '" + name + "' have null values");
+    if (whole && s.identical_hash) {
+      HostTensor copy;
+      const void* bytes = w.values;
+      if (!w.on_host()) {
+        copy = HostTensor(w.dtype, w.shape);
+        copy_device_to_host(w, copy.data(), "weights '" + name + "'");
+        bytes = copy.data();
+      }
+      const uint64_t h = hash64(bytes, static_cast<size_t>(w.size_bytes()));
+      check(h == *s.identical_hash, ErrorCode::kIDENTICAL_MISMATCH,
+            "weights '" + name +
+                "' differ from the ones the plan was built with (REFIT_IDENTICAL): hash " +
+                hash_to_hex(h) + ", expected " + hash_to_hex(*s.identical_hash));
+    }
   }
 
   // Cannot fail: every check ran in stage().
@@ -214,51 +288,42 @@ Refitter::Refitter(Engine& engine) : impl_(std::make_unique<Impl>(engine)) {}
 Refitter::~Refitter() = default;
 
 void Refitter::set_named_weights(const std::string& name, const Weights& w) {
-  const SourceWeight& s = impl_->source(name);
-  if (!s.refittable) {
-    const BuilderFlags& f = impl_->meta().flags;
-    throw Error(ErrorCode::kNOT_REFITTABLE,
-                "weights '" + name + "' are not refittable: " +
-                    (f.has(BuilderFlag::kREFIT_INDIVIDUAL)
-                         ? "the plan was built with REFIT_INDIVIDUAL and they were not marked with "
-                           "mark_weights_refittable"
-                     : f.refittable() ? "the builder folded them into constants"
-                                      : "the plan was built without a refit flag"));
-  }
-  check(w.on_host() || cuda_available(), ErrorCode::kDEVICE,
-        "weights '" + name + "' are " + w.location.to_string() +
-            " memory, which this process cannot read: " + cuda_unavailable_reason());
-  check(w.dtype == s.desc.dtype, ErrorCode::kDTYPE_MISMATCH,
-        "weights '" + name + "': expected dtype " + std::string(dtype_name(s.desc.dtype)) +
-            ", got " + describe(w));
-  check(!is_dynamic(w.shape), ErrorCode::kSHAPE_MISMATCH,
-        "weights '" + name + "': shape " + to_string(w.shape) + " is not concrete");
-  check(w.count() == volume(s.desc.dims), ErrorCode::kCOUNT_MISMATCH,
-        "weights '" + name + "': expected " + std::to_string(volume(s.desc.dims)) + " elements (" +
-            to_string(s.desc) + "), got " + std::to_string(w.count()) + " (" + describe(w) + ")");
-  check(w.shape == s.desc.dims, ErrorCode::kSHAPE_MISMATCH,
-        "weights '" + name + "': expected shape " + to_string(s.desc.dims) + ", got " +
-            to_string(w.shape));
-  check(w.values != nullptr || w.count() == 0, ErrorCode::kINVALID_ARGUMENT,
-        "weights '" + name + "' have null values");
-  if (s.identical_hash) {
-    HostTensor copy;
-    const void* bytes = w.values;
-    if (!w.on_host()) {
-      copy = HostTensor(w.dtype, w.shape);
-      copy_device_to_host(w, copy.data(), "weights '" + name + "'");
-      bytes = copy.data();
-    }
-    const uint64_t h = hash64(bytes, static_cast<size_t>(w.size_bytes()));
-    check(h == *s.identical_hash, ErrorCode::kIDENTICAL_MISMATCH,
-          "weights '" + name +
-              "' differ from the ones the plan was built with (REFIT_IDENTICAL): hash " +
-              hash_to_hex(h) + ", expected " + hash_to_hex(*s.identical_hash));
-  }
+  impl_->validate(name, w, impl_->source(name).desc.dims, true);
   impl_->pending[name] = w;
+  impl_->blocks.erase(name);
+}
+
+std::optional<SourceBlock> Refitter::needed_block(const std::string& name) const {
+  impl_->source(name);  // kNOT_FOUND for unknown names
+  return impl_->needed_block(name);
+}
+
+void Refitter::set_named_weights_block(const std::string& name, const SourceBlock& block,
+                                       const Weights& w) {
+  const SourceWeight& s = impl_->source(name);
+  const std::optional<SourceBlock> needed = impl_->needed_block(name);
+  const auto text = [](const SourceBlock& b) {
+    return "rows [" + std::to_string(b.start) + ", " + std::to_string(b.start + b.length) +
+           ") of dim " + std::to_string(b.axis);
+  };
+  check(needed.has_value(), ErrorCode::kINVALID_ARGUMENT,
+        "weights '" + name + "': the engine reads all of them, so they cannot be set as " +
+            text(block) + " (use set_named_weights)");
+  check(*needed == block, ErrorCode::kINVALID_ARGUMENT,
+        "weights '" + name + "': the engine reads " + text(*needed) + ", not " + text(block));
+  check(!s.identical_hash, ErrorCode::kINVALID_ARGUMENT,
+        "weights '" + name +
+            "': a REFIT_IDENTICAL plan checks whole weights against its hashes, "
+            "so they cannot be set as a block");
+  Dims dims = s.desc.dims;
+  dims[block.axis] = block.length;
+  impl_->validate(name, w, dims, false);
+  impl_->pending[name] = w;
+  impl_->blocks[name] = block;
 }
 
 bool Refitter::unset_named_weights(const std::string& name) {
+  impl_->blocks.erase(name);
   return impl_->pending.erase(name) > 0;
 }
 
@@ -304,11 +369,13 @@ void Refitter::refit() {
   Staged staged = impl_->stage();
   impl_->commit(staged);
   impl_->pending.clear();
+  impl_->blocks.clear();
 }
 
 void Refitter::refit_async(Stream& stream) {
   auto staged = std::make_shared<Staged>(impl_->stage());
   impl_->pending.clear();
+  impl_->blocks.clear();
   stream.enqueue_host([impl = impl_.get(), staged] { impl->commit(*staged); });
 }
 

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <map>
 
+#include "bindery/communicator.h"
 #include "bindery/error.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/engine_impl.h"
@@ -10,12 +11,13 @@ namespace bindery {
 
 struct ExecutionContext::Impl {
   Engine* engine = nullptr;
-  std::map<int, Weights> bound;      // input tensor -> caller view
-  std::map<int, Dims> input_shapes;  // input tensor -> concrete dims
-  std::vector<TensorDesc> descs;     // per tensor, concrete, of the last run
-  std::vector<HostTensor> buffers;   // per activation tensor, reused while large enough
-  std::vector<void*> data;           // per tensor, of the last run
-  cpu::KvCache kv_cache;             // attention layers' keys and values, across runs
+  std::map<int, Weights> bound;          // input tensor -> caller view
+  std::map<int, Dims> input_shapes;      // input tensor -> concrete dims
+  std::vector<TensorDesc> descs;         // per tensor, concrete, of the last run
+  std::vector<HostTensor> buffers;       // per activation tensor, reused while large enough
+  std::vector<void*> data;               // per tensor, of the last run
+  cpu::KvCache kv_cache;                 // attention layers' keys and values, across runs
+  Communicator* communicator = nullptr;  // borrowed; runs collective layers
   bool ran = false;
 
   const Graph& graph() const { return engine->impl_->meta.graph; }
@@ -29,6 +31,7 @@ struct ExecutionContext::Impl {
                 "no input named '" + name + "'; the engine's inputs are " + names);
   }
   void run();
+  void run_collective(const GraphNode& n, const cpu::TensorRef& in, const cpu::TensorRef& out);
   Weights view_of(int t) const { return Weights(descs[t].dtype, descs[t].dims, data[t]); }
 };
 
@@ -117,12 +120,41 @@ void ExecutionContext::Impl::run() {
       data[t] = b.data();
       out.push_back({od[k].dtype, od[k].dims, data[t]});
     }
-    cpu::run_node(n, in, out, &kv_cache);
+    if (n.type == LayerType::kALL_REDUCE || n.type == LayerType::kALL_GATHER)
+      run_collective(n, in[0], out[0]);
+    else
+      cpu::run_node(n, in, out, &kv_cache);
   }
   ran = true;
 }
 
+void ExecutionContext::Impl::run_collective(const GraphNode& n, const cpu::TensorRef& in,
+                                            const cpu::TensorRef& out) {
+  const auto& p = std::get<CollectiveParams>(n.params);
+  check(communicator != nullptr, ErrorCode::kINVALID_ARGUMENT,
+        "layer '" + n.name + "' is a collective of a " + std::to_string(p.group_size) +
+            "-rank tensor-parallel group: this engine is one rank of a split model; run its "
+            "ranks together (TensorParallelExecutor) or give the context a Communicator");
+  check(communicator->size() == p.group_size, ErrorCode::kINVALID_ARGUMENT,
+        "layer '" + n.name + "' is a collective of a " + std::to_string(p.group_size) +
+            "-rank group, but the context's communicator has " +
+            std::to_string(communicator->size()) + " ranks");
+  const auto* x = static_cast<const float*>(in.data);
+  auto* y = static_cast<float*>(out.data);
+  if (n.type == LayerType::kALL_REDUCE) {
+    communicator->all_reduce_sum(x, y, volume(in.dims));
+  } else {
+    const int axis = p.axis < 0 ? p.axis + static_cast<int>(in.dims.size()) : p.axis;
+    communicator->all_gather(x, in.dims, axis, y);
+  }
+}
+
 void ExecutionContext::execute() { impl_->run(); }
+
+void ExecutionContext::set_communicator(Communicator* communicator) {
+  impl_->communicator = communicator;
+}
+Communicator* ExecutionContext::communicator() const { return impl_->communicator; }
 
 void ExecutionContext::reset_kv_cache() { impl_->kv_cache.reset(); }
 void ExecutionContext::reset_sequence(int64_t seq_id) { impl_->kv_cache.reset_sequence(seq_id); }

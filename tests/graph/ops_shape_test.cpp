@@ -54,7 +54,7 @@ TEST(OpsVocabulary, NamesAreStable) {
 }
 
 TEST(OpsVocabulary, DefaultParamsMatchTheirLayerType) {
-  for (int t = 0; t <= static_cast<int>(LayerType::kMATMUL_INT4); ++t) {
+  for (int t = 0; t <= static_cast<int>(LayerType::kALL_GATHER); ++t) {
     const auto type = static_cast<LayerType>(t);
     EXPECT_TRUE(params_match(type, default_params(type))) << layer_type_name(type);
   }
@@ -469,6 +469,22 @@ TEST(OpsShape, NetworkAcceptsAbsentOptionalBiases) {
   EXPECT_EQ(ln->output(0)->dims(), (Dims{1, 1, 3}));
   net.mark_output(ln->output(0));
   EXPECT_NO_THROW(net.validate());
+}
+
+TEST(OpsShapes, CollectivesKeepOrGrowTheirInputAndTakeOnlyF32) {
+  EXPECT_EQ(infer1(LayerType::kALL_REDUCE, CollectiveParams{4, -1}, {f32({-1, 64})}).dims,
+            (Dims{-1, 64}));
+  EXPECT_EQ(infer1(LayerType::kALL_GATHER, CollectiveParams{4, -1}, {f32({-1, 64})}).dims,
+            (Dims{-1, 256}));
+  EXPECT_EQ(infer1(LayerType::kALL_GATHER, CollectiveParams{2, 0}, {f32({3, 5})}).dims,
+            (Dims{6, 5}));
+  expect_invalid(LayerType::kALL_REDUCE, CollectiveParams{2, -1}, {of(DataType::kHALF, {3})},
+                 {"all_reduce input must be f32"});
+  expect_invalid(LayerType::kALL_GATHER, CollectiveParams{0, -1}, {f32({3})},
+                 {"group_size must be >= 1"});
+  expect_invalid(LayerType::kALL_GATHER, CollectiveParams{2, 2}, {f32({3, 4})}, {"axis"});
+  expect_invalid(LayerType::kGATHER, GatherParams{0, -1, true},
+                 {f32({5, 4}), of(DataType::kINT32, {3})}, {"index_offset must be >= 0"});
 }
 
 }  // namespace

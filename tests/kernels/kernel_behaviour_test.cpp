@@ -130,6 +130,28 @@ TEST(KernelBehaviour, GatherRejectsOutOfRangeIndexNamingNodeIndexAndBound) {
       ErrorCode::kINVALID_ARGUMENT, {"index -1", "[0, 5)"});
 }
 
+// A vocab-parallel embedding's share: rows [10, 15) of a larger table.
+TEST(KernelBehaviour, GatherOfATableBlockReadsItsRowsAndZerosOrRejectsTheRest) {
+  std::mt19937 rng(2);
+  const Buf table = random_buf(DataType::kBF16, {5, 4}, rng);
+  const Buf ids = from_values(DataType::kINT32, {4}, {12, 3, 10, 15});
+  const Buf out =
+      run(make_node(LayerType::kGATHER, GatherParams{0, 10, true}, "embed"), {table, ids});
+  const Buf rows = run(make_node(LayerType::kGATHER, GatherParams{0}, "rows"),
+                       {table, from_values(DataType::kINT32, {2}, {2, 0})});
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_EQ(out.as<float>()[0 * 4 + c], rows.as<float>()[0 * 4 + c]);  // 12 → row 2
+    EXPECT_EQ(out.as<float>()[2 * 4 + c], rows.as<float>()[1 * 4 + c]);  // 10 → row 0
+    EXPECT_EQ(out.as<float>()[1 * 4 + c], 0.f);                          // 3: another rank's
+    EXPECT_EQ(out.as<float>()[3 * 4 + c], 0.f);                          // 15: past the block
+  }
+  expect_error(
+      [&] {
+        run(make_node(LayerType::kGATHER, GatherParams{0, 10, false}, "embed"), {table, ids});
+      },
+      ErrorCode::kINVALID_ARGUMENT, {"index 3", "position 1", "[10, 15)"});
+}
+
 TEST(KernelBehaviour, MatmulInt4RejectsGidxOutOfRangeNamingNodeAndRow) {
   std::mt19937 rng(4);
   Buf g_idx(DataType::kINT32, {16});

@@ -55,10 +55,17 @@ class CliLlama : public ::testing::Test {
     ok("build " + quoted((kLLAMA / model).string()) + " -o " + quoted(plan.string()) + " " + flags);
   }
 
-  HostTensor logits(const fs::path& plan, const std::vector<int32_t>& tokens,
+  // The plan files as command-line arguments (a tensor-parallel model's: every rank's).
+  static std::string plan_args(const std::vector<fs::path>& plans) {
+    std::string args;
+    for (const fs::path& p : plans) args += (args.empty() ? "" : " ") + quoted(p.string());
+    return args;
+  }
+
+  HostTensor logits(const std::vector<fs::path>& plans, const std::vector<int32_t>& tokens,
                     const std::string& extra = "") const {
-    const json j = json::parse(ok("logits " + quoted(plan.string()) + " --tokens " +
-                                  token_list(tokens) + " --json " + extra));
+    const json j = json::parse(
+        ok("logits " + plan_args(plans) + " --tokens " + token_list(tokens) + " --json " + extra));
     const auto& rows = j.at("logits");
     const auto vocab = static_cast<int64_t>(rows.at(0).size());
     HostTensor t(DataType::kFLOAT, {static_cast<int64_t>(rows.size()), vocab});
@@ -71,16 +78,30 @@ class CliLlama : public ::testing::Test {
     return t;
   }
 
-  std::vector<int32_t> generate(const fs::path& plan, const std::vector<int32_t>& prompt,
-                                int64_t new_tokens, const std::string& extra = "") const {
+  std::vector<int32_t> generate(const std::vector<fs::path>& plans,
+                                const std::vector<int32_t>& prompt, int64_t new_tokens,
+                                const std::string& extra = "") const {
     const json j =
-        json::parse(ok("generate " + quoted(plan.string()) + " --tokens " + token_list(prompt) +
+        json::parse(ok("generate " + plan_args(plans) + " --tokens " + token_list(prompt) +
                        " --max-new-tokens " + std::to_string(new_tokens) + " --json " + extra));
     return j.at("tokens").get<std::vector<int32_t>>();
   }
 
+  HostTensor logits(const fs::path& plan, const std::vector<int32_t>& tokens,
+                    const std::string& extra = "") const {
+    return logits(std::vector<fs::path>{plan}, tokens, extra);
+  }
+  std::vector<int32_t> generate(const fs::path& plan, const std::vector<int32_t>& prompt,
+                                int64_t new_tokens, const std::string& extra = "") const {
+    return generate(std::vector<fs::path>{plan}, prompt, new_tokens, extra);
+  }
+
   // Every golden prompt: logits within `tolerance`, greedy tokens identical.
   void expect_goldens(const std::string& model, const fs::path& plan,
+                      const std::string& extra = "") const {
+    expect_goldens(model, std::vector<fs::path>{plan}, extra);
+  }
+  void expect_goldens(const std::string& model, const std::vector<fs::path>& plan,
                       const std::string& extra = "") const {
     const Golden g = golden(model);
     ASSERT_EQ(g.prompts.size(), 3u);
@@ -155,6 +176,42 @@ TEST_F(CliLlama, StrippedPlanRunsWithWeightsAndStaysStrippedOnRefit) {
   ok("refit " + quoted(plan.string()) + from + " --full -o " + quoted(path("full.plan").string()));
   EXPECT_FALSE(Plan::load(path("full.plan").string()).metadata().stripped);
   expect_goldens("llama_gqa_b", path("full.plan"));
+}
+
+// A model split for tensor parallelism: `build --tp-size 4` writes every rank's plan, which
+// logits and generate run together (given in any order), each refit reading its slices.
+TEST_F(CliLlama, TensorParallelRanksRunTogetherAndRefitFromTheFullCheckpoint) {
+  const std::string said = ok("build " + quoted((kLLAMA / "llama_gqa").string()) + " -o " +
+                              quoted(path("tp.plan").string()) + " --tp-size 4 --refit");
+  std::vector<fs::path> ranks;
+  for (int r = 0; r < 4; ++r) {
+    ranks.push_back(path("tp.rank" + std::to_string(r) + ".plan"));
+    EXPECT_TRUE(fs::exists(ranks.back())) << said;
+    EXPECT_NE(said.find("rank " + std::to_string(r) + " of 4"), std::string::npos) << said;
+  }
+  const std::vector<fs::path> shuffled = {ranks[2], ranks[0], ranks[3], ranks[1]};
+  expect_goldens("llama_gqa", shuffled);
+  for (const fs::path& r : ranks)
+    ok("refit " + quoted(r.string()) + " --from " + quoted((kLLAMA / "llama_gqa_b").string()));
+  expect_goldens("llama_gqa_b", ranks);
+
+  const Result missing = run("logits " + quoted(ranks[0].string()) + " " +
+                             quoted(ranks[1].string()) + " --tokens 1,2 --json");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("is rank 0 of 4, but 2 plan(s) were given"), std::string::npos)
+      << missing.err;
+  const Result twice =
+      run("logits " + plan_args({ranks[0], ranks[1], ranks[2], ranks[2]}) + " --tokens 1,2 --json");
+  EXPECT_NE(twice.err.find("are both rank 2"), std::string::npos) << twice.err;
+  const Result odd = run("build " + quoted((kLLAMA / "llama_gqa").string()) + " -o " +
+                         quoted(path("x.plan").string()) + " --tp-size 3");
+  EXPECT_EQ(odd.code, 1);
+  EXPECT_NE(odd.err.find("num_attention_heads 4 is not a multiple of 3"), std::string::npos)
+      << odd.err;
+  ok("build " + quoted((kLLAMA / "llama_gqa").string()) + " -o " +
+     quoted(path("one.plan").string()) + " --tp-size 2 --tp-rank 1");
+  EXPECT_EQ(Plan::load(path("one.plan").string()).metadata().properties.at("tensor_parallel.rank"),
+            "1");
 }
 
 // (c) A refit that fails leaves the plan file byte for byte as it was, and says why.

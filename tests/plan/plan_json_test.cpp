@@ -14,7 +14,7 @@ namespace {
 
 using namespace plan_test;
 
-static_assert(std::variant_size_v<LayerParams> == 20,
+static_assert(std::variant_size_v<LayerParams> == 21,
               "a new LayerParams alternative needs a node in sample_metadata()");
 
 TEST(BuilderFlags, ToStringNamesEachBit) {
@@ -43,7 +43,7 @@ TEST(PlanJson, CoversEveryLayerTypeAndRecipeOp) {
   std::set<size_t> alternatives;
   for (const GraphNode& n : m.graph.nodes)
     types.insert(n.type), alternatives.insert(n.params.index());
-  EXPECT_EQ(types.size(), 21u);
+  EXPECT_EQ(types.size(), 23u);
   EXPECT_EQ(alternatives.size(), std::variant_size_v<LayerParams>);
   std::set<RecipeOp> ops;
   for (const Slot& s : m.slots)
@@ -146,11 +146,11 @@ TEST(PlanLoad, RejectsParamsOfAnotherLayerType) {
 
 TEST(PlanLoad, RejectsIndicesOutOfRange) {
   EXPECT_CORRUPT(j["graph"]["nodes"][3]["inputs"][0] = 99,
-                 "graph.nodes[3].inputs[0]: expected a tensor index in [-1, 27], found 99");
+                 "graph.nodes[3].inputs[0]: expected a tensor index in [-1, 29], found 99");
   EXPECT_CORRUPT(j["graph"]["nodes"][3]["inputs"][0] = -2, "graph.nodes[3].inputs[0]");
   EXPECT_CORRUPT(j["graph"]["nodes"][3]["outputs"][0] = -1,
-                 "graph.nodes[3].outputs[0]: expected a tensor index in [0, 27]");
-  EXPECT_CORRUPT(j["graph"]["inputs"][0] = 28, "graph.inputs[0]");
+                 "graph.nodes[3].outputs[0]: expected a tensor index in [0, 29]");
+  EXPECT_CORRUPT(j["graph"]["inputs"][0] = 30, "graph.inputs[0]");
   EXPECT_CORRUPT(j["graph"]["outputs"][0] = 1000000, "graph.outputs[0]");
   EXPECT_CORRUPT(j["graph"]["tensors"][5]["slot"] = 6,
                  "graph.tensors[5].slot: expected a slot index in [0, 5], found 6");

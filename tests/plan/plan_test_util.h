@@ -117,7 +117,7 @@ inline PlanMetadata sample_metadata() {
   t = add("reduce", LayerType::kREDUCE, ReduceParams{ReduceOp::kAVG, {-1, 0}, true}, {t});
   t = add("rms", LayerType::kRMSNORM, NormParams{1e-6f}, {t, 3});
   t = add("ln", LayerType::kLAYERNORM, NormParams{1e-5f}, {t, 3, -1});  // bias absent
-  t = add("gather", LayerType::kGATHER, GatherParams{1}, {t, 6});
+  t = add("gather", LayerType::kGATHER, GatherParams{1, 4096, true}, {t, 6});
   t = add("reshape", LayerType::kRESHAPE, ReshapeParams{{0, -1, 2}}, {t});
   t = add("transpose", LayerType::kTRANSPOSE, TransposeParams{{2, 0, 1}}, {t});
   t = add("concat", LayerType::kCONCAT, ConcatParams{-1}, {t, t});
@@ -146,6 +146,8 @@ inline PlanMetadata sample_metadata() {
       {6, 6, 6, 6, 6});
   add("moe", LayerType::kMOE, MoeParams{8, 2, 14336, UnaryOp::kGELU_TANH, false}, {6, 6, 0, 1});
   add("int4", LayerType::kMATMUL_INT4, Int4MatmulParams{4096, 11008, 32, 0}, {6, 0, 1, 2, 6});
+  add("all_reduce", LayerType::kALL_REDUCE, CollectiveParams{4, -1}, {6});
+  add("all_gather", LayerType::kALL_GATHER, CollectiveParams{8, 1}, {6});
   g.tensors[static_cast<size_t>(t)].is_output = true;
   g.tensors[7].is_debug = true;
   g.inputs = {6};
@@ -186,7 +188,10 @@ inline auto fields(const UnaryParams& p) { return std::tie(p.op); }
 inline auto fields(const SoftmaxParams& p) { return std::tie(p.axis); }
 inline auto fields(const ReduceParams& p) { return std::tie(p.op, p.axes, p.keep_dims); }
 inline auto fields(const NormParams& p) { return std::tie(p.epsilon); }
-inline auto fields(const GatherParams& p) { return std::tie(p.axis); }
+inline auto fields(const GatherParams& p) {
+  return std::tie(p.axis, p.index_offset, p.zero_out_of_range);
+}
+inline auto fields(const CollectiveParams& p) { return std::tie(p.group_size, p.axis); }
 inline auto fields(const ReshapeParams& p) { return std::tie(p.shape); }
 inline auto fields(const TransposeParams& p) { return std::tie(p.perm); }
 inline auto fields(const ConcatParams& p) { return std::tie(p.axis); }

@@ -1,4 +1,4 @@
-// bindery generate <plan> (--tokens 1,2,3 | --prompt "text" [--tokenizer <file|dir>])
+// bindery generate <plan>... (--tokens 1,2,3 | --prompt "text" [--tokenizer <file|dir>])
 // --max-new-tokens N [--temperature T --top-k K --top-p P --seed S] [--stop 2,3]
 // [--weights <model_dir>] [--json] [--stats]: continues a prompt with a Llama plan. Greedy unless
 // --temperature is given (and > 0). There are no stop tokens by default (not even the config's
@@ -21,7 +21,8 @@ namespace bindery::cli {
 
 Command add_generate(CLI::App& app) {
   struct Options {
-    std::string plan, tokens, prompt, tokenizer, weights, stop;
+    std::vector<std::string> plans;
+    std::string tokens, prompt, tokenizer, weights, stop;
     int64_t max_new_tokens = 0;
     float temperature = 0, top_p = 1;
     int64_t top_k = 0;
@@ -30,7 +31,9 @@ Command add_generate(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("generate", "Continue a token list with a Llama plan");
-  cmd->add_option("plan", o->plan, "Plan file (built by bindery build)")
+  cmd->add_option("plan", o->plans,
+                  "Plan file (built by bindery build); for a model split for tensor parallelism, "
+                  "every rank's plan (run together in this process)")
       ->required()
       ->check(CLI::ExistingFile);
   auto* tokens =
@@ -80,12 +83,13 @@ Command add_generate(CLI::App& app) {
     sampling.seed = o->seed;
     if (stop->count() > 0)
       for (int32_t t : parse_token_list(o->stop, "--stop")) sampling.stop_tokens.push_back(t);
-    auto engine = load_llama_engine(o->plan, o->weights);
+    const auto ranks = load_llama_ranks(o->plans, o->weights);
+    Engine* engine = ranks[0].get();
     std::optional<Tokenizer> tok;
     if (prompt->count() > 0 || tokenizer->count() > 0)
-      tok = plan_tokenizer(engine->metadata(), o->plan, o->tokenizer);
+      tok = plan_tokenizer(engine->metadata(), o->plans[0], o->tokenizer);
     if (prompt->count() > 0) ids = prompt_tokens("", false, o->prompt, &*tok);
-    models::Generator generator(*engine);
+    models::Generator generator(engine_pointers(ranks));
     // Prefill ends with the first new token; every later step decodes one.
     std::vector<std::chrono::steady_clock::time_point> steps;
     generator.set_progress([&](int64_t) { steps.push_back(std::chrono::steady_clock::now()); });

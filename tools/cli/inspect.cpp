@@ -53,6 +53,16 @@ std::string node_detail(const GraphNode& n) {
                  std::to_string(p.head_dim) + ", max " + std::to_string(p.max_seq_len) +
                  (p.sliding_window ? ", window " + std::to_string(p.sliding_window) : "") +
                  ", cache " + std::to_string(p.cache_index);
+        } else if constexpr (std::is_same_v<P, CollectiveParams>) {
+          return "over " + std::to_string(p.group_size) + " ranks" +
+                 (n.type == LayerType::kALL_GATHER ? ", axis " + std::to_string(p.axis) : "");
+        } else if constexpr (std::is_same_v<P, GatherParams>) {
+          return "axis " + std::to_string(p.axis) +
+                 (p.index_offset ? ", rows from " + std::to_string(p.index_offset) : "") +
+                 (p.zero_out_of_range ? ", zeros outside" : "");
+        } else if constexpr (std::is_same_v<P, Int4MatmulParams>) {
+          return std::to_string(p.in_features) + " -> " + std::to_string(p.out_features) + ", " +
+                 std::to_string(p.group_count) + " groups";
         } else if constexpr (std::is_same_v<P, MoeParams>) {
           return "top " + std::to_string(p.top_k) + " of " + std::to_string(p.num_experts) +
                  " experts, ffn " + std::to_string(p.ffn_size) + " " +

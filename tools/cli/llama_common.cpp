@@ -91,6 +91,37 @@ std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
   return engine;
 }
 
+std::vector<std::unique_ptr<Engine>> load_llama_ranks(const std::vector<std::string>& plan_paths,
+                                                      const std::string& weights_dir) {
+  const int n = static_cast<int>(plan_paths.size());
+  std::vector<std::unique_ptr<Engine>> ranks(n);
+  for (const std::string& path : plan_paths) {
+    auto engine = load_llama_engine(path, weights_dir);
+    const auto& props = engine->metadata().properties;
+    const auto size = props.find("tensor_parallel.size"), rank = props.find("tensor_parallel.rank");
+    const int tp = size == props.end() ? 1 : std::stoi(size->second);
+    const int r = rank == props.end() ? 0 : std::stoi(rank->second);
+    check(tp == n, ErrorCode::kINVALID_ARGUMENT,
+          "plan " + path + " is " +
+              (tp == 1 ? std::string("a whole model")
+                       : "rank " + std::to_string(r) + " of " + std::to_string(tp)) +
+              ", but " + std::to_string(n) + " plan(s) were given" +
+              (tp > 1 ? ": give every rank's plan, once" : ""));
+    check(r >= 0 && r < n, ErrorCode::kCORRUPT_FILE,
+          "plan " + path + " says it is rank " + std::to_string(r) + " of " + std::to_string(tp));
+    check(!ranks[r], ErrorCode::kINVALID_ARGUMENT,
+          "plans " + path + " and another are both rank " + std::to_string(r));
+    ranks[r] = std::move(engine);
+  }
+  return ranks;
+}
+
+std::vector<Engine*> engine_pointers(const std::vector<std::unique_ptr<Engine>>& engines) {
+  std::vector<Engine*> out;
+  for (const auto& e : engines) out.push_back(e.get());
+  return out;
+}
+
 Tokenizer plan_tokenizer(const PlanMetadata& plan, const std::string& plan_path,
                          const std::string& tokenizer_path) {
   if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path);

@@ -56,6 +56,14 @@ class TtyProgress {
 std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
                                           const std::string& weights_dir);
 
+/// The engines of a plan, or of a model split for tensor parallelism (one plan per rank, given
+/// in any order): each loaded as load_llama_engine does (a rank refits only its slices of
+/// `weights_dir`), ordered by rank. Throws kINVALID_ARGUMENT when several plans are not the
+/// ranks 0..N-1 of one split, saying which is wrong.
+std::vector<std::unique_ptr<Engine>> load_llama_ranks(const std::vector<std::string>& plan_paths,
+                                                      const std::string& weights_dir);
+std::vector<Engine*> engine_pointers(const std::vector<std::unique_ptr<Engine>>& engines);
+
 /// The tokenizer at `path`: a tokenizer.json, a directory holding one (with its
 /// tokenizer_config.json), or a plan built from a model directory that had one.
 Tokenizer load_tokenizer(const std::string& path);

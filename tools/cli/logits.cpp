@@ -1,4 +1,4 @@
-// bindery logits <plan> (--tokens 1,2,3 | --prompt "text" [--tokenizer <file|dir>])
+// bindery logits <plan>... (--tokens 1,2,3 | --prompt "text" [--tokenizer <file|dir>])
 // [--weights <model_dir>] [--json]: the logits a Llama plan gives at every position of one
 // sequence. --prompt is encoded with special tokens (BOS) by the tokenizer the plan carries, or
 // the one --tokenizer names. --json prints {"logits": [[...], ...]} (one row of vocab floats
@@ -16,12 +16,15 @@ namespace bindery::cli {
 
 Command add_logits(CLI::App& app) {
   struct Options {
-    std::string plan, tokens, prompt, tokenizer, weights;
+    std::vector<std::string> plans;
+    std::string tokens, prompt, tokenizer, weights;
     bool json = false;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("logits", "Run a Llama plan on a token list and print its logits");
-  cmd->add_option("plan", o->plan, "Plan file (built by bindery build)")
+  cmd->add_option("plan", o->plans,
+                  "Plan file (built by bindery build); for a model split for tensor parallelism, "
+                  "every rank's plan (run together in this process)")
       ->required()
       ->check(CLI::ExistingFile);
   auto* tokens = cmd->add_option("--tokens", o->tokens, "Token ids, comma-separated (e.g. 1,2,3)");
@@ -40,12 +43,13 @@ Command add_logits(CLI::App& app) {
   return [o, tokens, prompt] {
     std::vector<int32_t> ids;  // --tokens are checked before the plan loads
     if (prompt->count() == 0) ids = prompt_tokens(o->tokens, tokens->count() > 0, "", nullptr);
-    auto engine = load_llama_engine(o->plan, o->weights);
+    const auto ranks = load_llama_ranks(o->plans, o->weights);
+    Engine* engine = ranks[0].get();
     if (prompt->count() > 0) {
-      const Tokenizer tokenizer = plan_tokenizer(engine->metadata(), o->plan, o->tokenizer);
+      const Tokenizer tokenizer = plan_tokenizer(engine->metadata(), o->plans[0], o->tokenizer);
       ids = prompt_tokens("", false, o->prompt, &tokenizer);
     }
-    models::Generator generator(*engine);
+    models::Generator generator(engine_pointers(ranks));
     const HostTensor logits = generator.logits(ids);
     const int64_t rows = logits.shape()[0], vocab = logits.shape()[1];
     const float* data = logits.data_as<float>();

@@ -15,7 +15,7 @@
 
 namespace bindery {
 class Engine;
-class ExecutionContext;
+class TensorParallelExecutor;
 }  // namespace bindery
 
 namespace bindery::models {
@@ -36,6 +36,9 @@ class Generator {
  public:
   /// Borrows `engine` (which must outlive the generator) and makes its own context.
   explicit Generator(Engine& engine);
+  /// A model split for tensor parallelism: the ranks' engines in rank order, run together
+  /// (TensorParallelExecutor). One engine is the same as Generator(Engine&).
+  explicit Generator(std::vector<Engine*> ranks);
   ~Generator();
 
   /// f32 [n, vocab]: the logits at every position of `tokens` (run as one fresh sequence).
@@ -56,7 +59,7 @@ class Generator {
   Weights run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
               const std::vector<int32_t>& seq_ids);
   Engine& engine_;
-  std::unique_ptr<ExecutionContext> context_;
+  std::unique_ptr<TensorParallelExecutor> context_;
   int64_t vocab_ = 0;
   int64_t max_seq_len_ = 0;
   std::function<void(int64_t)> progress_;

@@ -27,11 +27,19 @@ class Engine;
 
 namespace bindery::models {
 
-/// Tensor parallelism: this rank's share of the model (tp_size 1 until splitting exists).
+/// Tensor parallelism: which rank of how many this model is (TensorRT-LLM's Mapping). A rank's
+/// engine holds its block of every split weight and runs with the others' (see
+/// TensorParallelExecutor); its weight names and shapes stay the full checkpoint's, so every
+/// rank refits from the full checkpoint.
 struct Mapping {
   int tp_size = 1;
   int tp_rank = 0;
 };
+
+/// Throws kINVALID_ARGUMENT naming the field when `config` cannot be split as `mapping` asks:
+/// tp_rank outside [0, tp_size), tp_size not dividing the attention heads, the intermediate
+/// size or the vocabulary, or neither dividing nor a multiple of the KV heads.
+void check_mapping(const LlamaConfig& config, const Mapping& mapping);
 
 class LlamaDecoderLayer;
 
@@ -51,11 +59,12 @@ class LlamaForCausalLM : public nn::Module {
   /// [groups, out]), .g_idx (i32 [in]) and .bias when the config has biases, emitted as
   /// kMATMUL_INT4 layers; embeddings, norms and lm_head stay float, as GPTQ checkpoints keep them.
   LlamaForCausalLM(LlamaConfig config, DataType dtype = DataType::kFLOAT,
-                   std::optional<GptqLayout> gptq = std::nullopt);
+                   std::optional<GptqLayout> gptq = std::nullopt, Mapping mapping = {});
   std::string_view type_name() const override { return "LlamaForCausalLM"; }
   const LlamaConfig& config() const { return config_; }
   DataType dtype() const { return dtype_; }
   const std::optional<GptqLayout>& gptq() const { return gptq_; }
+  const Mapping& mapping() const { return mapping_; }
   /// Emits the whole model into `network` (inputs, layers, "logits" output). `max_seq_len`
   /// bounds positions (the KV cache size per sequence).
   void emit(Network& network, int64_t max_seq_len);
@@ -64,6 +73,7 @@ class LlamaForCausalLM : public nn::Module {
   LlamaConfig config_;
   DataType dtype_;
   std::optional<GptqLayout> gptq_;
+  Mapping mapping_;
   nn::Embedding* embed_tokens_;
   nn::ModuleList* layers_;
   nn::RmsNorm* norm_;
@@ -113,12 +123,15 @@ struct LlamaBuildOptions {
   bool strip = false;             // kREFIT + kSTRIP_PLAN: weights left out of the plan
   bool dequantize = false;        // GPTQ: float weights dequantized at load, not packed int4
   int64_t max_seq_len = 0;        // 0: the config's max_position_embeddings
+  Mapping mapping;                // tensor parallelism: the rank this plan is
   std::function<void(const std::string&, int64_t, int64_t)> progress;
 };
 
 /// Loads and builds a plan of the model in `dir`; the plan's properties carry the config
 /// ("model.family" = "llama", "model.config" = its JSON) and, when `dir` has them, the text of
-/// its tokenizer.json and tokenizer_config.json (properties of those names).
+/// its tokenizer.json and tokenizer_config.json (properties of those names). With a mapping of
+/// tp_size > 1 the plan is that rank's ("tensor_parallel.size" / ".rank"); run the ranks'
+/// engines together with TensorParallelExecutor.
 Plan build_llama(const std::string& dir, const LlamaBuildOptions& options = {});
 /// The config stored in a plan built by build_llama (kINVALID_ARGUMENT if it has none).
 LlamaConfig config_of(const PlanMetadata& plan);

@@ -39,10 +39,8 @@ std::string file_text(const std::filesystem::path& file) {
 // `open` opens the source once the cheap checks have passed.
 LoadedLlama load_from_source(const std::function<LlamaWeightSource()>& open, const Mapping& mapping,
                              std::optional<DataType> dtype, bool dequantize = false) {
-  check(mapping.tp_size == 1 && mapping.tp_rank == 0, ErrorCode::kUNSUPPORTED,
-        "tensor-parallel loading (tp_size " + std::to_string(mapping.tp_size) +
-            ") is not supported yet; use tp_size 1");
   LlamaWeightSource source = open();
+  check_mapping(source.config(), mapping);
   const std::string& dir = source.dir();
   LoadedLlama out;
   out.config = source.config();
@@ -52,7 +50,7 @@ LoadedLlama load_from_source(const std::function<LlamaWeightSource()>& open, con
   std::optional<GptqLayout> gptq;
   if (source.gptq() && !dequantize)
     gptq = GptqLayout{source.gptq()->group_size, source.gptq()->v2 ? 0 : 1};
-  out.model = std::make_unique<LlamaForCausalLM>(out.config, type, gptq);
+  out.model = std::make_unique<LlamaForCausalLM>(out.config, type, gptq, mapping);
 
   auto params = out.model->named_parameters();
   std::vector<std::string> missing;
@@ -111,8 +109,8 @@ LoadedLlama load_from_meta_llama(const std::string& dir, const Mapping& mapping,
 }
 
 Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
-  const LoadedLlama loaded = load_from_source([&] { return LlamaWeightSource::open(dir); }, {},
-                                              options.dtype, options.dequantize);
+  const LoadedLlama loaded = load_from_source([&] { return LlamaWeightSource::open(dir); },
+                                              options.mapping, options.dtype, options.dequantize);
   const int64_t max_seq_len =
       options.max_seq_len > 0 ? options.max_seq_len : loaded.config.max_position_embeddings;
   Network network;
@@ -127,6 +125,10 @@ Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
   props["model.config"] = loaded.config.to_json();
   props["model.max_seq_len"] = std::to_string(max_seq_len);
   props["model.dtype"] = std::string(dtype_name(loaded.model->dtype()));
+  if (options.mapping.tp_size > 1) {
+    props["tensor_parallel.size"] = std::to_string(options.mapping.tp_size);
+    props["tensor_parallel.rank"] = std::to_string(options.mapping.tp_rank);
+  }
   if (std::optional<GptqConfig> gptq = read_gptq_config(dir))  // dequantized at load
     props["model.quantization"] = "gptq int4, group_size " + std::to_string(gptq->group_size) +
                                   (gptq->desc_act ? ", desc_act" : "") +
@@ -202,9 +204,16 @@ RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
   std::vector<HostTensor> converted;
   converted.reserve(names.size());
   for (const std::string& n : names) {
-    const Weights w = source.weights(n, refitter.weights_prototype(n), converted);
-    refitter.set_named_weights(n, w);
-    summary.bytes_read += w.size_bytes();
+    // A tensor-parallel rank reads only its block of each split tensor.
+    if (const std::optional<SourceBlock> block = refitter.needed_block(n)) {
+      refitter.set_named_weights_block(
+          n, *block,
+          source.block(n, refitter.weights_prototype(n), *block, converted, &summary.bytes_read));
+    } else {
+      const Weights w = source.weights(n, refitter.weights_prototype(n), converted);
+      refitter.set_named_weights(n, w);
+      summary.bytes_read += w.size_bytes();
+    }
     ++summary.weights_set;
   }
   const int slots = static_cast<int>(engine.metadata().slots.size());

@@ -7,6 +7,7 @@
 #include "bindery/error.h"
 #include "bindery/models/meta_llama.h"
 #include "models/llama/meta_checkpoint.h"
+#include "plan/tensor_ops.h"
 
 namespace bindery::models {
 namespace {
@@ -85,6 +86,47 @@ Weights LlamaWeightSource::weights(const std::string& name, const TensorDesc& de
   if (io::to_data_type(t.dtype) == desc.dtype && t.is_contiguous()) return reader_->view(name);
   keep.push_back(reader_->read(name, desc.dtype));
   return keep.back().view();
+}
+
+Weights LlamaWeightSource::block(const std::string& name, const TensorDesc& desc,
+                                 const SourceBlock& b, std::vector<HostTensor>& keep,
+                                 int64_t* bytes_read) const {
+  int64_t read = 0;
+  const io::StoredTensor* stored =
+      meta_ || (gptq_ && is_gptq_weight(*reader_, name)) ? nullptr : &reader_->tensor(name);
+  Weights whole;
+  if (stored && stored->is_contiguous() && io::to_data_type(stored->dtype).has_value()) {
+    check(stored->shape == desc.dims, ErrorCode::kSHAPE_MISMATCH,
+          "tensor '" + name + "' in " + stored->file + " is " + stored_text(*stored) +
+              "; the model expects " + to_string(desc));
+    whole = reader_->view(name);  // nothing read yet: a mapping
+  } else {
+    whole = weights(name, desc, keep);  // made whole (Meta merge, dequantization, strides)
+    read = stored ? stored->size_bytes() : whole.size_bytes();
+  }
+  check(b.axis >= 0 && b.axis < static_cast<int>(whole.shape.size()) && b.start >= 0 &&
+            b.length >= 0 && b.start + b.length <= whole.shape[b.axis],
+        ErrorCode::kINVALID_ARGUMENT,
+        "tensor '" + name + "' " + to_string(whole.shape) + " has no rows [" +
+            std::to_string(b.start) + ", " + std::to_string(b.start + b.length) + ") in dim " +
+            std::to_string(b.axis));
+  int64_t outer = 1;
+  for (int k = 0; k < b.axis; ++k) outer *= whole.shape[k];
+  Dims dims = whole.shape;
+  dims[b.axis] = b.length;
+  Weights part;
+  if (outer == 1 && whole.dtype == desc.dtype) {  // leading rows: a contiguous run, no copy
+    const int64_t row_bytes = whole.shape[b.axis] ? whole.size_bytes() / whole.shape[b.axis] : 0;
+    part = Weights(whole.dtype, dims,
+                   static_cast<const std::byte*>(whole.values) + b.start * row_bytes);
+  } else {
+    keep.push_back(slice_axis(whole, b.axis, b.start, b.length));
+    if (keep.back().dtype() != desc.dtype) keep.back() = cast(keep.back().view(), desc.dtype);
+    part = keep.back().view();
+  }
+  if (read == 0) read = dtype_bytes(whole.dtype, volume(dims));
+  if (bytes_read) *bytes_read += read;
+  return part;
 }
 
 std::string LlamaWeightSource::naming_note(const std::vector<std::string>& names) const {

@@ -17,6 +17,7 @@
 
 #include "bindery/io/checkpoint_reader.h"
 #include "bindery/models/llama_config.h"
+#include "bindery/recipe.h"
 #include "bindery/tensor_desc.h"
 #include "bindery/weights.h"
 #include "models/llama/gptq.h"
@@ -54,6 +55,13 @@ class LlamaWeightSource {
   /// the tensor, its file, expected and actual.
   Weights weights(const std::string& name, const TensorDesc& desc,
                   std::vector<HostTensor>& keep) const;
+  /// Only `block` of the tensor of HF name `name` (whose whole is a weight of `desc`), reading
+  /// nothing else of it where it can: for a Hugging Face tensor stored in the weight's type, a
+  /// block of leading rows is a view into the checkpoint, any other block is copied (and
+  /// converted) from just its bytes. Meta and dequantized GPTQ tensors are made whole first,
+  /// then sliced. `bytes_read` (when given) grows by the checkpoint bytes read.
+  Weights block(const std::string& name, const TensorDesc& desc, const SourceBlock& block,
+                std::vector<HostTensor>& keep, int64_t* bytes_read = nullptr) const;
   /// For messages about `names` (HF names the checkpoint lacks): "" for HF; for Meta,
   /// " (Meta's names: 'output.weight', ...)".
   std::string naming_note(const std::vector<std::string>& names) const;

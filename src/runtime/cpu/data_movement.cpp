@@ -19,14 +19,15 @@ namespace {
 int elem_bytes(DataType t) { return dtype_bits(t) / 8; }
 
 template <class Index>
-void check_indices(const GraphNode& node, const Index* idx, int64_t n, int64_t bound, int axis) {
+void check_indices(const GraphNode& node, const Index* idx, int64_t n, int64_t offset,
+                   int64_t bound, int axis) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t v = static_cast<int64_t>(idx[i]);
-    if (v < 0 || v >= bound)
+    if (v < offset || v >= offset + bound)
       throw Error(ErrorCode::kINVALID_ARGUMENT,
                   node_label(node) + ": index " + std::to_string(v) + " at position " +
-                      std::to_string(i) + " is out of range [0, " + std::to_string(bound) +
-                      ") of data dim " + std::to_string(axis));
+                      std::to_string(i) + " is out of range [" + std::to_string(offset) + ", " +
+                      std::to_string(offset + bound) + ") of data dim " + std::to_string(axis));
   }
 }
 }  // namespace
@@ -35,21 +36,25 @@ void run_gather(const GraphNode& node, Inputs in, const TensorRef& out) {
   const TensorRef& data = in[0];
   const TensorRef& indices = in[1];
   const Dims& d = data.dims;
-  const int axis = std::get<GatherParams>(node.params).axis < 0
-                       ? std::get<GatherParams>(node.params).axis + static_cast<int>(d.size())
-                       : std::get<GatherParams>(node.params).axis;
+  const GatherParams& p = std::get<GatherParams>(node.params);
+  const int axis = p.axis < 0 ? p.axis + static_cast<int>(d.size()) : p.axis;
   const int64_t outer = volume(Dims(d.begin(), d.begin() + axis));
   const int64_t len = d[axis];
   const int64_t inner = volume(Dims(d.begin() + axis + 1, d.end()));
   const int64_t n = numel(indices);
   const bool i64 = indices.dtype == DataType::kINT64;
-  if (i64)
-    check_indices(node, static_cast<const int64_t*>(indices.data), n, len, axis);
-  else
-    check_indices(node, static_cast<const int32_t*>(indices.data), n, len, axis);
+  if (!p.zero_out_of_range) {
+    if (i64)
+      check_indices(node, static_cast<const int64_t*>(indices.data), n, p.index_offset, len, axis);
+    else
+      check_indices(node, static_cast<const int32_t*>(indices.data), n, p.index_offset, len, axis);
+  }
+  // The row of `data` index j reads, or -1 for one outside (zero_out_of_range).
   const auto index = [&](int64_t j) -> int64_t {
-    return i64 ? static_cast<const int64_t*>(indices.data)[j]
-               : static_cast<const int32_t*>(indices.data)[j];
+    const int64_t v = (i64 ? static_cast<const int64_t*>(indices.data)[j]
+                           : static_cast<const int32_t*>(indices.data)[j]) -
+                      p.index_offset;
+    return v >= 0 && v < len ? v : -1;
   };
   const bool widen = data.dtype != out.dtype;  // f16/bf16 -> f32
   const int es = elem_bytes(data.dtype), out_es = elem_bytes(out.dtype);
@@ -58,9 +63,13 @@ void run_gather(const GraphNode& node, Inputs in, const TensorRef& out) {
   parallel_for(outer * n, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)),
                [&](int64_t b, int64_t e) {
                  for (int64_t r = b; r < e; ++r) {
-                   const int64_t o = r / n, j = r % n;
-                   const uint8_t* s = src + ((o * len + index(j)) * inner) * es;
+                   const int64_t o = r / n, row = index(r % n);
                    uint8_t* t = dst + r * inner * out_es;
+                   if (row < 0) {
+                     std::memset(t, 0, static_cast<size_t>(inner * out_es));
+                     continue;
+                   }
+                   const uint8_t* s = src + ((o * len + row) * inner) * es;
                    if (widen)
                      to_f32(data.dtype, s, reinterpret_cast<float*>(t), inner);
                    else

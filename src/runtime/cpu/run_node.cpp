@@ -127,6 +127,9 @@ void run_node(const GraphNode& node, std::span<const TensorRef> inputs,
       return detail::run_attention(node, inputs, out, *kv_cache);
     case LayerType::kMOE: return detail::run_moe(node, inputs, out);
     case LayerType::kMATMUL_INT4: return detail::run_matmul_int4(node, inputs, out);
+    case LayerType::kALL_REDUCE:
+    case LayerType::kALL_GATHER:
+      detail::unsupported(node, "collectives run only in an execution context with a communicator");
   }
   detail::unsupported(node, "unknown layer type");
 }
