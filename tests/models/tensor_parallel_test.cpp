@@ -103,7 +103,8 @@ INSTANTIATE_TEST_SUITE_P(Families, TensorParallelLogits,
                                            TpCase{"qwen2", 2}, TpCase{"qwen2", 4},
                                            TpCase{"mistral", 4}, TpCase{"mixtral", 2},
                                            TpCase{"mixtral", 4}, TpCase{"llama_gqa_gptq", 2},
-                                           TpCase{"llama_gqa_gptq_act", 4}),
+                                           TpCase{"llama_gqa_gptq_act", 4},
+                                           TpCase{"llama_gqa_meta", 2}),
                          case_name);
 
 TEST(TensorParallel, RanksMatchTheTransformersGoldens) {
