@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -87,7 +88,10 @@ TEST_P(TensorParallelLogits, EqualSingleRankLogitsAndGreedyTokens) {
   for (const auto& prompt : kPROMPTS) {
     const HostTensor expected = one.logits(prompt);
     const HostTensor got = split.logits(prompt);
-    EXPECT_LE(max_abs_diff(got, expected), 1e-5f) << c.model << " tp " << c.tp;
+    const float diff = max_abs_diff(got, expected);
+    std::printf("%s tp %d: max |split - single| %.3g over %lld logits\n", c.model, c.tp, diff,
+                static_cast<long long>(got.count()));
+    EXPECT_LE(diff, 1e-5f) << c.model << " tp " << c.tp;
   }
   const SamplingConfig greedy{.max_new_tokens = 8};
   EXPECT_EQ(split.generate(kPROMPTS, greedy), one.generate(kPROMPTS, greedy));
