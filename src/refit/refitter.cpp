@@ -279,6 +279,8 @@ struct Refitter::Impl {
       write_block(r->source, r->region.axis, r->region.offset, eng().slot_ptr(w->slot),
                   meta().slots[w->slot].desc.dims);
     for (const Write& w : writes) eng().slot_filled[w.slot] = true;
+    if (eng().device_slots)  // CUDA engines: the host slots are the staging copy
+      for (const Write& w : writes) eng().device_slots->upload(w.slot, eng().slot_ptr(w.slot));
     last_slots = static_cast<int>(writes.size());
     ++eng().version;
   }

@@ -18,8 +18,6 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
 std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
-  check(device.is_cpu(), ErrorCode::kDEVICE,
-        "cannot run on " + device.to_string() + ": this build has no CUDA backend");
   auto impl = std::make_unique<Impl>();
   impl->device = device;
   impl->meta = plan.metadata();
@@ -40,6 +38,12 @@ std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
                   static_cast<size_t>(m.slots[i].size_bytes));
       impl->slot_filled[i] = true;
     }
+  }
+  if (!device.is_cpu()) {
+    impl->device_slots = make_device_slots(device, m);
+    for (size_t i = 0; i < m.slots.size(); ++i)
+      if (impl->slot_filled[i])
+        impl->device_slots->upload(static_cast<int>(i), impl->slot_ptr(static_cast<int>(i)));
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "bindery/engine.h"
+#include "runtime/device_runner.h"
 
 namespace bindery {
 
@@ -14,6 +15,8 @@ struct Engine::Impl {
   HostTensor arena;               // all slots, at their blob offsets; never reallocated
   std::vector<bool> slot_filled;  // false for slots a stripped plan left empty
   std::atomic<uint64_t> version{0};
+  // CUDA engines: the slots in device memory, a copy of `arena` (which refits write first).
+  std::unique_ptr<DeviceSlots> device_slots;
 
   std::byte* slot_ptr(int i) {
     return static_cast<std::byte*>(arena.data()) + meta.slots[i].offset;

@@ -18,6 +18,7 @@ struct ExecutionContext::Impl {
   std::vector<void*> data;               // per tensor, of the last run
   cpu::KvCache kv_cache;                 // attention layers' keys and values, across runs
   Communicator* communicator = nullptr;  // borrowed; runs collective layers
+  std::unique_ptr<DeviceRunner> device;  // CUDA engines: runs the graph on the GPU
   bool ran = false;
 
   const Graph& graph() const { return engine->impl_->meta.graph; }
@@ -41,6 +42,8 @@ ExecutionContext::~ExecutionContext() = default;
 std::unique_ptr<ExecutionContext> Engine::create_execution_context() {
   auto impl = std::make_unique<ExecutionContext::Impl>();
   impl->engine = this;
+  if (impl_->device_slots)
+    impl->device = make_device_runner(impl_->device, impl_->meta, *impl_->device_slots);
   return std::unique_ptr<ExecutionContext>(new ExecutionContext(std::move(impl)));
 }
 
@@ -65,7 +68,7 @@ void ExecutionContext::set_input(const std::string& name, const Weights& view) {
         "input '" + name + "': expected " + std::string(dtype_name(declared.dtype)) + ", got " +
             describe(view));
   check(view.on_host(), ErrorCode::kDEVICE,
-        "input '" + name + "' must be host memory for a CPU engine, got " + describe(view));
+        "input '" + name + "' must be host memory, got " + describe(view));
   set_input_shape(name, view.shape);
   impl_->bound[t] = view;
 }
@@ -78,6 +81,14 @@ void ExecutionContext::Impl::run() {
             " slot(s), e.g. '" + (missing.empty() ? "" : missing[0]) +
             "': refit it before running");
   const Graph& g = graph();
+  if (device) {
+    for (int t : g.inputs)
+      check(bound.count(t), ErrorCode::kINVALID_ARGUMENT,
+            "input '" + g.tensors[t].name + "' is not bound (set_input)");
+    device->run(bound);
+    ran = true;
+    return;
+  }
   descs.assign(g.tensors.size(), {});
   data.assign(g.tensors.size(), nullptr);
   buffers.resize(g.tensors.size());
@@ -156,9 +167,16 @@ void ExecutionContext::set_communicator(Communicator* communicator) {
 }
 Communicator* ExecutionContext::communicator() const { return impl_->communicator; }
 
-void ExecutionContext::reset_kv_cache() { impl_->kv_cache.reset(); }
-void ExecutionContext::reset_sequence(int64_t seq_id) { impl_->kv_cache.reset_sequence(seq_id); }
+void ExecutionContext::reset_kv_cache() {
+  if (impl_->device) return impl_->device->reset_kv_cache();
+  impl_->kv_cache.reset();
+}
+void ExecutionContext::reset_sequence(int64_t seq_id) {
+  if (impl_->device) return impl_->device->reset_sequence(seq_id);
+  impl_->kv_cache.reset_sequence(seq_id);
+}
 int64_t ExecutionContext::sequence_length(int64_t seq_id) const {
+  if (impl_->device) return impl_->device->sequence_length(seq_id);
   return impl_->kv_cache.length(seq_id);
 }
 
@@ -169,13 +187,16 @@ void ExecutionContext::enqueue(Stream& stream) {
 Weights ExecutionContext::output(const std::string& name) const {
   check(impl_->ran, ErrorCode::kINVALID_ARGUMENT, "output '" + name + "' read before any run");
   for (int t : impl_->graph().outputs)
-    if (impl_->graph().tensors[t].name == name) return impl_->view_of(t);
+    if (impl_->graph().tensors[t].name == name)
+      return impl_->device ? impl_->device->output(t) : impl_->view_of(t);
   throw Error(ErrorCode::kNOT_FOUND, "no output named '" + name + "'");
 }
 
 Weights ExecutionContext::debug_tensor(const std::string& name) const {
   check(impl_->ran, ErrorCode::kINVALID_ARGUMENT,
         "debug tensor '" + name + "' read before any run");
+  check(!impl_->device, ErrorCode::kUNSUPPORTED,
+        "debug tensors are not kept by CUDA contexts yet (run the plan on the CPU to see them)");
   const Graph& g = impl_->graph();
   for (size_t t = 0; t < g.tensors.size(); ++t)
     if (g.tensors[t].is_debug && g.tensors[t].name == name)

@@ -22,6 +22,7 @@ namespace bindery::cli {
 Command add_generate(CLI::App& app) {
   struct Options {
     std::vector<std::string> plans;
+    std::string device = "cpu";
     std::string tokens, prompt, tokenizer, weights, stop;
     int64_t max_new_tokens = 0;
     float temperature = 0, top_p = 1;
@@ -63,6 +64,7 @@ Command add_generate(CLI::App& app) {
       cmd->add_option("--stop", o->stop,
                       "Stop after any of these token ids (kept in the output), comma-separated; "
                       "default: none, so N tokens are always generated");
+  cmd->add_option("--device", o->device, "Where the engine runs: cpu (default), cuda or cuda:N");
   cmd->add_option("--weights", o->weights,
                   "Refit the plan from this checkpoint directory first (needed for stripped "
                   "plans)")
@@ -83,7 +85,7 @@ Command add_generate(CLI::App& app) {
     sampling.seed = o->seed;
     if (stop->count() > 0)
       for (int32_t t : parse_token_list(o->stop, "--stop")) sampling.stop_tokens.push_back(t);
-    const auto ranks = load_llama_ranks(o->plans, o->weights);
+    const auto ranks = load_llama_ranks(o->plans, o->weights, parse_device(o->device));
     Engine* engine = ranks[0].get();
     std::optional<Tokenizer> tok;
     if (prompt->count() > 0 || tokenizer->count() > 0)

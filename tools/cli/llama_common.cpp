@@ -80,9 +80,19 @@ std::function<void(const std::string&, int64_t, int64_t)> TtyProgress::callback(
       [this](const std::string& what, int64_t done, int64_t total) { update(what, done, total); };
 }
 
+Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu();
+  if (text == "cuda") return Device::cuda(0);
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
+      text.find_first_not_of("0123456789", 5) == std::string::npos && text.size() < 10)
+    return Device::cuda(std::stoi(text.substr(5)));
+  throw Error(ErrorCode::kINVALID_ARGUMENT,
+              "--device must be cpu, cuda or cuda:N, got '" + text + "'");
+}
+
 std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
-                                          const std::string& weights_dir) {
-  auto engine = Engine::load(plan_path);
+                                          const std::string& weights_dir, Device device) {
+  auto engine = Engine::load(plan_path, device);
   if (!weights_dir.empty()) models::refit_from_hf_checkpoint(*engine, weights_dir);
   check(engine->weights_complete(), ErrorCode::kMISSING_WEIGHTS,
         "plan " + plan_path +
@@ -92,11 +102,12 @@ std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
 }
 
 std::vector<std::unique_ptr<Engine>> load_llama_ranks(const std::vector<std::string>& plan_paths,
-                                                      const std::string& weights_dir) {
+                                                      const std::string& weights_dir,
+                                                      Device device) {
   const int n = static_cast<int>(plan_paths.size());
   std::vector<std::unique_ptr<Engine>> ranks(n);
   for (const std::string& path : plan_paths) {
-    auto engine = load_llama_engine(path, weights_dir);
+    auto engine = load_llama_engine(path, weights_dir, device);
     const auto& props = engine->metadata().properties;
     const auto size = props.find("tensor_parallel.size"), rank = props.find("tensor_parallel.rank");
     const int tp = size == props.end() ? 1 : std::stoi(size->second);

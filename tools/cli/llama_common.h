@@ -54,14 +54,19 @@ class TtyProgress {
 /// Throws kMISSING_WEIGHTS, naming the plan and the way out, when the engine still misses
 /// weights (a stripped plan run without --weights).
 std::unique_ptr<Engine> load_llama_engine(const std::string& plan_path,
-                                          const std::string& weights_dir);
+                                          const std::string& weights_dir,
+                                          Device device = Device::cpu());
+
+/// "cpu", "cuda" or "cuda:N" (the --device option); kINVALID_ARGUMENT otherwise.
+Device parse_device(const std::string& text);
 
 /// The engines of a plan, or of a model split for tensor parallelism (one plan per rank, given
 /// in any order): each loaded as load_llama_engine does (a rank refits only its slices of
 /// `weights_dir`), ordered by rank. Throws kINVALID_ARGUMENT when several plans are not the
 /// ranks 0..N-1 of one split, saying which is wrong.
 std::vector<std::unique_ptr<Engine>> load_llama_ranks(const std::vector<std::string>& plan_paths,
-                                                      const std::string& weights_dir);
+                                                      const std::string& weights_dir,
+                                                      Device device = Device::cpu());
 std::vector<Engine*> engine_pointers(const std::vector<std::unique_ptr<Engine>>& engines);
 
 /// The tokenizer at `path`: a tokenizer.json, a directory holding one (with its

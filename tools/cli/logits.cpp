@@ -17,6 +17,7 @@ namespace bindery::cli {
 Command add_logits(CLI::App& app) {
   struct Options {
     std::vector<std::string> plans;
+    std::string device = "cpu";
     std::string tokens, prompt, tokenizer, weights;
     bool json = false;
   };
@@ -35,6 +36,7 @@ Command add_logits(CLI::App& app) {
                   "tokenizer.json, or a directory with one, for --prompt (default: the plan's)")
       ->needs(prompt)
       ->check(CLI::ExistingPath);
+  cmd->add_option("--device", o->device, "Where the engine runs: cpu (default), cuda or cuda:N");
   cmd->add_option("--weights", o->weights,
                   "Refit the plan from this checkpoint directory first (needed for stripped "
                   "plans)")
@@ -43,7 +45,7 @@ Command add_logits(CLI::App& app) {
   return [o, tokens, prompt] {
     std::vector<int32_t> ids;  // --tokens are checked before the plan loads
     if (prompt->count() == 0) ids = prompt_tokens(o->tokens, tokens->count() > 0, "", nullptr);
-    const auto ranks = load_llama_ranks(o->plans, o->weights);
+    const auto ranks = load_llama_ranks(o->plans, o->weights, parse_device(o->device));
     Engine* engine = ranks[0].get();
     if (prompt->count() > 0) {
       const Tokenizer tokenizer = plan_tokenizer(engine->metadata(), o->plans[0], o->tokenizer);

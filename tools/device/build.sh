@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the device machine (nvcc, CMake, ninja, no Debian -dev packages, no network): unpacks the
 # prefixes packed by fetch_debs.sh and builds bindery with CUDA against them.
-#   tools/device/build.sh [build-dir]      (default build-device)
+#   [BINDERY_TARGETS="t1 t2"] tools/device/build.sh [build-dir]      (default build-device)
 # Carry [".debs/prefix.tar.xz"], and ".debs/prefix-openblas.tar.xz" too for CPU benchmarks;
 # without the OpenBLAS prefix the build uses portable gemm loops (-DBINDERY_WITH_OPENBLAS=OFF).
 set -euo pipefail
@@ -21,4 +21,5 @@ export PKG_CONFIG_SYSROOT_DIR=$DEPS
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$DEPS/usr" \
   -DCMAKE_BUILD_RPATH="$LIB;$LIB/openblas-pthread" -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DBINDERY_WITH_OPENBLAS=$OPENBLAS
-cmake --build "$BUILD" -j "$(nproc)"
+# BINDERY_TARGETS="a b": build only these targets (a device call's time is short).
+cmake --build "$BUILD" -j "$(nproc)" ${BINDERY_TARGETS:+--target $BINDERY_TARGETS}

@@ -1,0 +1,586 @@
+// The CUDA backend of engines and contexts: slots in one device allocation per engine, and a
+// graph executor that runs each node with the kernels of runtime/cuda (decode GEMV, norms,
+// rotary, flash attention over a paged-by-sequence KV cache) and cuBLAS for prefill GEMMs.
+//
+// Activations live in the engine's weight type (bf16 or f16, fp32 inside every kernel); the
+// logits matmul writes f32. A context's KV cache holds kMAX_SEQUENCES sequences of the plan's
+// max_seq_len per attention layer; a run continues each of its sequences where its cache ends
+// (position 0 starts it again). Work is queued on the context's stream and the run waits for
+// it once, at the end, to hand the outputs back in host memory.
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "bindery/error.h"
+#include "runtime/cuda/elementwise.h"
+#include "runtime/cuda/kernels.h"
+#include "runtime/device_runner.h"
+
+namespace bindery {
+namespace {
+
+constexpr int kMAX_SEQUENCES = 8;
+
+void cuda_ok(cudaError_t e, const std::string& what) {
+  if (e != cudaSuccess) throw Error(ErrorCode::kDEVICE, what + ": " + cudaGetErrorString(e));
+}
+void cublas_ok(cublasStatus_t s, const std::string& what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(ErrorCode::kDEVICE,
+                what + ": cuBLAS status " + std::to_string(static_cast<int>(s)));
+}
+
+// A device allocation that grows (never shrinks) to the largest size asked for.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(o.size_) {}
+  ~Buffer() {
+    if (data_) cudaFree(data_);
+  }
+  void* reserve(size_t bytes, const std::string& what) {
+    if (bytes <= size_ && data_) return data_;
+    if (data_) cudaFree(data_);
+    data_ = nullptr;
+    size_ = 0;
+    cuda_ok(cudaMalloc(&data_, std::max<size_t>(bytes, 256)),
+            "allocating " + std::to_string(bytes) + " bytes of device memory for " + what);
+    size_ = std::max<size_t>(bytes, 256);
+    return data_;
+  }
+  void* data() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+class CudaSlots final : public DeviceSlots {
+ public:
+  CudaSlots(Device device, const PlanMetadata& plan) : device_(device) {
+    cuda_ok(cudaSetDevice(device.index), "selecting " + device.to_string());
+    for (const Slot& s : plan.slots) slots_.push_back({s.offset, s.size_bytes});
+    base_.reserve(static_cast<size_t>(std::max<int64_t>(plan.blob_size, 1)),
+                  "the engine's weights");
+  }
+  void upload(int slot, const void* host) override {
+    cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
+    cuda_ok(cudaMemcpy(static_cast<std::byte*>(base_.data()) + slots_[slot].first, host,
+                       static_cast<size_t>(slots_[slot].second), cudaMemcpyHostToDevice),
+            "copying slot " + std::to_string(slot) + " to " + device_.to_string());
+  }
+  const void* slot_ptr(int slot) const override {
+    return static_cast<const std::byte*>(base_.data()) + slots_[slot].first;
+  }
+
+ private:
+  Device device_;
+  std::vector<std::pair<int64_t, int64_t>> slots_;  // offset, bytes
+  Buffer base_;
+};
+
+std::string node_text(const GraphNode& n) {
+  return "layer '" + n.name + "' (" + std::string(layer_type_name(n.type)) + ")";
+}
+[[noreturn]] void unsupported(const GraphNode& n, const std::string& why) {
+  throw Error(ErrorCode::kUNSUPPORTED, node_text(n) + " cannot run on CUDA: " + why);
+}
+
+cuda::BinaryOp binary_op(const GraphNode& n) {
+  switch (std::get<ElementwiseParams>(n.params).op) {
+    case ElementwiseOp::kSUM: return cuda::BinaryOp::kADD;
+    case ElementwiseOp::kSUB: return cuda::BinaryOp::kSUB;
+    case ElementwiseOp::kPROD: return cuda::BinaryOp::kMUL;
+    case ElementwiseOp::kDIV: return cuda::BinaryOp::kDIV;
+    case ElementwiseOp::kMIN: return cuda::BinaryOp::kMIN;
+    case ElementwiseOp::kMAX: return cuda::BinaryOp::kMAX;
+    case ElementwiseOp::kPOW: break;
+  }
+  unsupported(n, "pow has no CUDA kernel");
+}
+
+cuda::UnaryFn unary_fn(const GraphNode& n) {
+  switch (std::get<UnaryParams>(n.params).op) {
+    case UnaryOp::kSILU: return cuda::UnaryFn::kSILU;
+    case UnaryOp::kRELU: return cuda::UnaryFn::kRELU;
+    case UnaryOp::kGELU_ERF: return cuda::UnaryFn::kGELU_ERF;
+    case UnaryOp::kGELU_TANH: return cuda::UnaryFn::kGELU_TANH;
+    case UnaryOp::kSIGMOID: return cuda::UnaryFn::kSIGMOID;
+    case UnaryOp::kTANH: return cuda::UnaryFn::kTANH;
+    case UnaryOp::kNEG: return cuda::UnaryFn::kNEG;
+    default: break;
+  }
+  unsupported(
+      n, std::string(unary_op_name(std::get<UnaryParams>(n.params).op)) + " has no CUDA kernel");
+}
+
+// One sequence's tokens in a run: rows [row, row + count) at positions first_pos...
+struct Segment {
+  int64_t seq;
+  int row, count, first_pos;
+};
+
+class CudaRunner final : public DeviceRunner {
+ public:
+  CudaRunner(Device device, const PlanMetadata& plan, const DeviceSlots& slots)
+      : device_(device), plan_(plan), slots_(slots) {
+    cuda_ok(cudaSetDevice(device.index), "selecting " + device.to_string());
+    act_ = activation_type();
+    check_supported();
+    cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
+    cublas_ok(cublasCreate(&cublas_), "creating a cuBLAS handle");
+    cublas_ok(cublasSetStream(cublas_, stream_), "binding cuBLAS to the stream");
+    error_flag_.reserve(sizeof(int), "the error flag");
+    slot_free_.assign(kMAX_SEQUENCES, true);
+  }
+  ~CudaRunner() override {
+    if (cublas_) cublasDestroy(cublas_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  void run(const std::map<int, Weights>& inputs) override;
+  Weights output(int tensor) const override {
+    auto it = outputs_.find(tensor);
+    check(it != outputs_.end(), ErrorCode::kINTERNAL, "no output tensor " + std::to_string(tensor));
+    return it->second.view();
+  }
+  void reset_kv_cache() override {
+    slot_of_.clear();
+    length_.clear();
+    slot_free_.assign(kMAX_SEQUENCES, true);
+  }
+  void reset_sequence(int64_t seq_id) override {
+    auto it = slot_of_.find(seq_id);
+    if (it == slot_of_.end()) return;
+    slot_free_[it->second] = true;
+    slot_of_.erase(it);
+    length_.erase(seq_id);
+  }
+  int64_t sequence_length(int64_t seq_id) const override {
+    auto it = length_.find(seq_id);
+    return it == length_.end() ? 0 : it->second;
+  }
+
+ private:
+  const Graph& graph() const { return plan_.graph; }
+  bool is_weight(int t) const { return t >= 0 && graph().tensors[t].kind == TensorKind::kWEIGHT; }
+  const Slot& slot_of_tensor(int t) const { return plan_.slots[graph().tensors[t].slot]; }
+
+  // The engine's weight type, taken from its matmuls (bf16 or f16).
+  DataType activation_type() const {
+    std::optional<DataType> type;
+    for (const GraphNode& n : graph().nodes) {
+      if (n.type != LayerType::kMATMUL || !is_weight(n.inputs[1])) continue;
+      const DataType t = slot_of_tensor(n.inputs[1]).desc.dtype;
+      if (t != DataType::kBF16 && t != DataType::kHALF)
+        throw Error(ErrorCode::kUNSUPPORTED,
+                    "CUDA engines run bf16 or f16 weights, but " + node_text(n) + " has " +
+                        std::string(dtype_name(t)) +
+                        " weights: build the plan with --dtype bfloat16 (or float16)");
+      if (type && *type != t)
+        throw Error(ErrorCode::kUNSUPPORTED, "CUDA engines run one weight type; " + node_text(n) +
+                                                 " has " + std::string(dtype_name(t)));
+      type = t;
+    }
+    if (!type) throw Error(ErrorCode::kUNSUPPORTED, "the plan has no matmul to run on CUDA");
+    return *type;
+  }
+
+  void check_supported() const {
+    for (const GraphNode& n : graph().nodes) {
+      switch (n.type) {
+        case LayerType::kMATMUL: {
+          const auto& p = std::get<MatMulParams>(n.params);
+          if (p.transpose_a || !p.transpose_b || !is_weight(n.inputs[1]) || is_weight(n.inputs[0]))
+            unsupported(n, "only activations times a transposed weight (x · Wᵀ) run on CUDA");
+          break;
+        }
+        case LayerType::kGATHER: {
+          const auto& p = std::get<GatherParams>(n.params);
+          if (p.axis != 0 || p.index_offset != 0 || !is_weight(n.inputs[0]))
+            unsupported(n, "only embedding lookups of a whole table run on CUDA");
+          break;
+        }
+        case LayerType::kROTARY: {
+          const auto& p = std::get<RotaryParams>(n.params);
+          if (p.dynamic_factor != 0) unsupported(n, "dynamic NTK rotary scaling");
+          if (static_cast<int64_t>(p.inv_freq.size()) * 2 != p.head_dim)
+            unsupported(n, "partial rotary embeddings");
+          break;
+        }
+        case LayerType::kATTENTION: {
+          const auto& p = std::get<AttentionParams>(n.params);
+          const double want = 1.0 / std::sqrt(static_cast<double>(p.head_dim));
+          if (std::abs(p.scale - want) > 1e-6 * want) unsupported(n, "scales other than 1/sqrt(D)");
+          if (p.head_dim != 64 && p.head_dim != 128)
+            unsupported(n, "head_dim other than 64 or 128");
+          break;
+        }
+        case LayerType::kRMSNORM:
+        case LayerType::kSLICE:
+        case LayerType::kELEMENTWISE:
+        case LayerType::kUNARY: break;
+        default: unsupported(n, "no CUDA kernel for this layer type yet");
+      }
+      for (int t : n.inputs)
+        if (is_weight(t) && n.type != LayerType::kGATHER && n.type != LayerType::kMATMUL &&
+            is_floating(slot_of_tensor(t).desc.dtype) && slot_of_tensor(t).desc.dtype != act_)
+          unsupported(n, "its weights are " +
+                             std::string(dtype_name(slot_of_tensor(t).desc.dtype)) + ", not " +
+                             std::string(dtype_name(act_)));
+    }
+  }
+
+  // The sequences of this run, from its host positions and seq_ids.
+  std::vector<Segment> segments(const Weights& positions, const Weights& seq_ids) const;
+  void prepare_batch(const std::vector<Segment>& segs);  // fills batch_ and run_slots_
+  void run_node(const GraphNode& n);
+  void* ptr(int t) const {
+    return is_weight(t) ? const_cast<void*>(slots_.slot_ptr(graph().tensors[t].slot)) : data_[t];
+  }
+  int64_t count(int t) const { return volume(descs_[t].dims); }
+
+  Device device_;
+  const PlanMetadata& plan_;
+  const DeviceSlots& slots_;
+  DataType act_ = DataType::kBF16;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+
+  std::vector<TensorDesc> descs_;  // per tensor, as stored on the device
+  std::vector<void*> data_;
+  std::vector<Buffer> buffers_;
+  std::map<int, HostTensor> outputs_;
+  Buffer error_flag_;
+  std::map<int, Buffer> inv_freq_;  // per rotary node
+
+  // KV caches and their sequences.
+  struct Cache {
+    Buffer k, v;
+    cuda::KvCacheView view;
+  };
+  std::map<int64_t, Cache> caches_;  // per AttentionParams::cache_index
+  std::map<int64_t, int> slot_of_;   // sequence id -> cache slot
+  std::map<int64_t, int64_t> length_;
+  std::vector<bool> slot_free_;
+  // This run's batch on the device: cu_seqlens | slots | context_lens.
+  Buffer batch_buffer_;
+  cuda::SeqBatchView batch_;
+  bool decode_only_ = false;
+  std::vector<int> run_slots_;  // the cache slot of each of the run's sequences
+  Buffer workspace_;
+  int positions_tensor_ = -1;
+};
+
+std::vector<Segment> CudaRunner::segments(const Weights& positions, const Weights& seq_ids) const {
+  const auto* pos = static_cast<const int32_t*>(positions.values);
+  const auto* seq = static_cast<const int32_t*>(seq_ids.values);
+  const int64_t n = positions.count();
+  std::vector<Segment> out;
+  std::set<int64_t> seen;
+  for (int64_t r = 0; r < n;) {
+    Segment s{seq[r], static_cast<int>(r), 1, pos[r]};
+    while (r + s.count < n && seq[r + s.count] == s.seq) {
+      check(pos[r + s.count] == s.first_pos + s.count, ErrorCode::kUNSUPPORTED,
+            "CUDA contexts run each sequence's tokens at consecutive positions: sequence " +
+                std::to_string(s.seq) + " has position " + std::to_string(pos[r + s.count]) +
+                " after " + std::to_string(s.first_pos + s.count - 1));
+      ++s.count;
+    }
+    check(seen.insert(s.seq).second, ErrorCode::kUNSUPPORTED,
+          "CUDA contexts run each sequence's tokens side by side: sequence " +
+              std::to_string(s.seq) + " appears twice in one run");
+    const int64_t held = sequence_length(s.seq);
+    check(s.first_pos == 0 || s.first_pos == held, ErrorCode::kUNSUPPORTED,
+          "CUDA contexts continue a sequence where its cache ends (or start it again at 0): "
+          "sequence " +
+              std::to_string(s.seq) + " holds " + std::to_string(held) +
+              " positions, the run starts it at " + std::to_string(s.first_pos));
+    out.push_back(s);
+    r += s.count;
+  }
+  return out;
+}
+
+void CudaRunner::prepare_batch(const std::vector<Segment>& segs) {
+  const int b = static_cast<int>(segs.size());
+  std::vector<int32_t> host(3 * b + 1);
+  std::vector<bool> free = slot_free_;
+  int32_t* cu = host.data();
+  int32_t* slots = cu + b + 1;
+  int32_t* lens = slots + b;
+  int max_len = 0, max_new = 1;
+  decode_only_ = true;
+  run_slots_.assign(b, -1);
+  for (int i = 0; i < b; ++i) {
+    const Segment& s = segs[i];
+    int slot;
+    if (auto it = slot_of_.find(s.seq); it != slot_of_.end()) {
+      slot = it->second;
+    } else {
+      const auto f = std::find(free.begin(), free.end(), true);
+      check(f != free.end(), ErrorCode::kINVALID_ARGUMENT,
+            "a CUDA context holds at most " + std::to_string(kMAX_SEQUENCES) +
+                " sequences at once; reset some (reset_sequence) before starting sequence " +
+                std::to_string(s.seq));
+      slot = static_cast<int>(f - free.begin());
+      *f = false;
+    }
+    cu[i] = s.row;
+    slots[i] = slot;
+    run_slots_[i] = slot;
+    lens[i] = s.first_pos + s.count;
+    max_len = std::max(max_len, lens[i]);
+    max_new = std::max(max_new, s.count);
+    decode_only_ = decode_only_ && s.count == 1;
+  }
+  cu[b] = b ? segs.back().row + segs.back().count : 0;
+  auto* dev = static_cast<int32_t*>(batch_buffer_.reserve(host.size() * 4, "the batch"));
+  cuda_ok(cudaMemcpyAsync(dev, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_),
+          "copying the batch");
+  batch_ = {b, dev, dev + b + 1, dev + 2 * b + 1, max_len, max_new};
+}
+
+void CudaRunner::run(const std::map<int, Weights>& inputs) {
+  cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
+  const Graph& g = graph();
+  descs_.assign(g.tensors.size(), {});
+  data_.assign(g.tensors.size(), nullptr);
+  buffers_.resize(g.tensors.size());
+  for (int t : g.inputs) {
+    const Weights& w = inputs.at(t);
+    descs_[t] = {w.dtype, w.shape};
+    void* d =
+        buffers_[t].reserve(static_cast<size_t>(w.size_bytes()), "input " + g.tensors[t].name);
+    cuda_ok(cudaMemcpyAsync(d, w.values, static_cast<size_t>(w.size_bytes()),
+                            cudaMemcpyHostToDevice, stream_),
+            "copying input '" + g.tensors[t].name + "'");
+    data_[t] = d;
+  }
+  for (size_t t = 0; t < g.tensors.size(); ++t)
+    if (g.tensors[t].kind == TensorKind::kWEIGHT)
+      descs_[t] = slot_of_tensor(static_cast<int>(t)).desc;
+
+  // The run's sequences, from the host copies of the first attention layer's inputs.
+  std::vector<Segment> segs;
+  for (const GraphNode& n : g.nodes) {
+    if (n.type != LayerType::kATTENTION) continue;
+    auto pos = inputs.find(n.inputs[3]), seq = inputs.find(n.inputs[4]);
+    check(pos != inputs.end() && seq != inputs.end(), ErrorCode::kUNSUPPORTED,
+          node_text(n) + ": positions and seq_ids must be network inputs on CUDA");
+    segs = segments(pos->second, seq->second);
+    prepare_batch(segs);
+    break;
+  }
+  cuda_ok(cudaMemsetAsync(error_flag_.data(), 0, sizeof(int), stream_), "clearing the error flag");
+
+  std::set<int> outputs(g.outputs.begin(), g.outputs.end());
+  for (const GraphNode& n : g.nodes) {
+    std::vector<TensorDesc> in;
+    for (int t : n.inputs) {
+      TensorDesc d = t < 0 ? kABSENT_DESC : descs_[t];
+      if (t >= 0 && is_floating(d.dtype)) d.dtype = DataType::kFLOAT;  // as the graph types it
+      in.push_back(d);
+    }
+    std::vector<TensorDesc> od;
+    try {
+      od = infer_outputs(n.type, n.params, in);
+    } catch (const Error& e) {
+      throw Error(ErrorCode::kSHAPE_MISMATCH, node_text(n) + ": " + e.what());
+    }
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      const int t = n.outputs[k];
+      TensorDesc d = od[k];
+      // Activations in the weight type; the logits matmul writes f32.
+      if (is_floating(d.dtype))
+        d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
+      descs_[t] = d;
+      data_[t] = buffers_[t].reserve(static_cast<size_t>(dtype_bytes(d.dtype, volume(d.dims))),
+                                     g.tensors[t].name);
+    }
+    run_node(n);
+  }
+
+  for (int t : g.outputs) {
+    HostTensor host(DataType::kFLOAT, descs_[t].dims);
+    if (descs_[t].dtype == DataType::kFLOAT) {
+      cuda_ok(cudaMemcpyAsync(host.data(), data_[t], static_cast<size_t>(host.size_bytes()),
+                              cudaMemcpyDeviceToHost, stream_),
+              "copying output '" + g.tensors[t].name + "'");
+    } else {
+      void* f32 = workspace_.reserve(static_cast<size_t>(host.size_bytes()), "output conversion");
+      cuda::convert(descs_[t].dtype, data_[t], DataType::kFLOAT, f32, count(t), stream_);
+      cuda_ok(cudaMemcpyAsync(host.data(), f32, static_cast<size_t>(host.size_bytes()),
+                              cudaMemcpyDeviceToHost, stream_),
+              "copying output '" + g.tensors[t].name + "'");
+    }
+    outputs_[t] = std::move(host);
+  }
+  int flag = 0;
+  cuda_ok(cudaMemcpyAsync(&flag, error_flag_.data(), sizeof(int), cudaMemcpyDeviceToHost, stream_),
+          "reading the error flag");
+  cuda_ok(cudaStreamSynchronize(stream_), "running the engine on " + device_.to_string());
+  check(flag == 0, ErrorCode::kINVALID_ARGUMENT,
+        "a token id is outside the vocabulary of the embedding table");
+  // The caches now hold the run's tokens.
+  for (size_t i = 0; i < segs.size(); ++i) {
+    slot_of_[segs[i].seq] = run_slots_[i];
+    slot_free_[run_slots_[i]] = false;
+    length_[segs[i].seq] = segs[i].first_pos + segs[i].count;
+  }
+}
+
+void CudaRunner::run_node(const GraphNode& n) {
+  const int out = n.outputs[0];
+  void* y = data_[out];
+  switch (n.type) {
+    case LayerType::kGATHER: {
+      const Dims& table = descs_[n.inputs[0]].dims;
+      cuda::embedding_gather(act_, static_cast<const int32_t*>(ptr(n.inputs[1])), ptr(n.inputs[0]),
+                             static_cast<int>(table[0]), static_cast<int>(table[1]), y,
+                             static_cast<int>(count(n.inputs[1])),
+                             static_cast<int*>(error_flag_.data()), stream_);
+      return;
+    }
+    case LayerType::kRMSNORM: {
+      const int hidden = static_cast<int>(descs_[n.inputs[0]].dims.back());
+      cuda::rms_norm(act_, ptr(n.inputs[0]), nullptr, ptr(n.inputs[1]), y,
+                     static_cast<int>(count(n.inputs[0]) / hidden), hidden,
+                     std::get<NormParams>(n.params).epsilon, stream_);
+      return;
+    }
+    case LayerType::kMATMUL: {
+      const Dims& w = descs_[n.inputs[1]].dims;
+      const int64_t nout = w[0], k = w[1], m = count(n.inputs[0]) / k;
+      const DataType y_type = descs_[out].dtype;
+      if (m <= 8 && k % 8 == 0) {
+        cuda::gemv(act_, ptr(n.inputs[0]), ptr(n.inputs[1]), nullptr, y_type, y,
+                   static_cast<int>(m), static_cast<int>(nout), static_cast<int>(k), stream_);
+        return;
+      }
+      const cudaDataType_t ab = act_ == DataType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+      const cudaDataType_t c = y_type == DataType::kFLOAT ? CUDA_R_32F : ab;
+      const float alpha = 1.f, beta = 0.f;
+      // Row-major y[m, n] = x[m, k] · w[n, k]ᵀ is column-major yᵀ = w · xᵀ.
+      cublas_ok(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nout),
+                             static_cast<int>(m), static_cast<int>(k), &alpha, ptr(n.inputs[1]), ab,
+                             static_cast<int>(k), ptr(n.inputs[0]), ab, static_cast<int>(k), &beta,
+                             y, c, static_cast<int>(nout), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                node_text(n));
+      return;
+    }
+    case LayerType::kSLICE: {
+      const Dims& in = descs_[n.inputs[0]].dims;
+      const Dims& o = descs_[out].dims;
+      const auto& p = std::get<SliceParams>(n.params);
+      bool column_block = in.size() == 2 && p.start[0] == 0 && o[0] == in[0];
+      for (int64_t s : p.stride) column_block = column_block && s == 1;
+      if (!column_block) unsupported(n, "only column blocks of a 2-D activation are sliced");
+      const size_t es = static_cast<size_t>(dtype_bytes(descs_[out].dtype, 1));
+      const int64_t start = p.start[1] < 0 ? p.start[1] + in[1] : p.start[1];
+      cuda_ok(cudaMemcpy2DAsync(y, static_cast<size_t>(o[1]) * es,
+                                static_cast<const std::byte*>(ptr(n.inputs[0])) + start * es,
+                                static_cast<size_t>(in[1]) * es, static_cast<size_t>(o[1]) * es,
+                                static_cast<size_t>(o[0]), cudaMemcpyDeviceToDevice, stream_),
+              node_text(n));
+      return;
+    }
+    case LayerType::kELEMENTWISE: {
+      int a = n.inputs[0], b = n.inputs[1];
+      if (count(b) > count(a)) std::swap(a, b);  // the broadcast operand second
+      const cuda::BinaryOp op = binary_op(n);
+      if (a != n.inputs[0] && op != cuda::BinaryOp::kADD && op != cuda::BinaryOp::kMUL &&
+          op != cuda::BinaryOp::kMIN && op != cuda::BinaryOp::kMAX)
+        unsupported(n, "the broadcast operand must be the second");
+      cuda::binary(act_, op, ptr(a), ptr(b), y, count(a), count(b), stream_);
+      return;
+    }
+    case LayerType::kUNARY:
+      cuda::unary(act_, unary_fn(n), ptr(n.inputs[0]), y, count(n.inputs[0]), stream_);
+      return;
+    case LayerType::kROTARY: {
+      const auto& p = std::get<RotaryParams>(n.params);
+      Buffer& freq = inv_freq_[static_cast<int>(&n - graph().nodes.data())];
+      if (!freq.data()) {
+        freq.reserve(p.inv_freq.size() * sizeof(float), "rotary frequencies");
+        cuda_ok(cudaMemcpy(freq.data(), p.inv_freq.data(), p.inv_freq.size() * sizeof(float),
+                           cudaMemcpyHostToDevice),
+                node_text(n));
+      }
+      cuda_ok(
+          cudaMemcpyAsync(y, ptr(n.inputs[0]), static_cast<size_t>(dtype_bytes(act_, count(out))),
+                          cudaMemcpyDeviceToDevice, stream_),
+          node_text(n));
+      const int tokens = static_cast<int>(descs_[n.inputs[0]].dims[0]);
+      cuda::rotary_embedding(act_, y, nullptr, static_cast<const int32_t*>(ptr(n.inputs[1])),
+                             static_cast<const float*>(freq.data()), p.attention_factor, tokens,
+                             static_cast<int>(p.num_heads), 0, static_cast<int>(p.head_dim),
+                             stream_);
+      return;
+    }
+    case LayerType::kATTENTION: {
+      const auto& p = std::get<AttentionParams>(n.params);
+      Cache& c = caches_[p.cache_index];
+      if (!c.k.data()) {
+        const size_t bytes = static_cast<size_t>(kMAX_SEQUENCES) * p.max_seq_len * p.num_kv_heads *
+                             p.head_dim * dtype_bytes(act_, 1);
+        c.k.reserve(bytes, "the KV cache");
+        c.v.reserve(bytes, "the KV cache");
+        c.view = {c.k.data(),
+                  c.v.data(),
+                  act_,
+                  kMAX_SEQUENCES,
+                  static_cast<int>(p.max_seq_len),
+                  static_cast<int>(p.num_kv_heads),
+                  static_cast<int>(p.head_dim)};
+      }
+      check(batch_.max_context_len <= p.max_seq_len, ErrorCode::kINVALID_ARGUMENT,
+            node_text(n) + ": a sequence reaches " + std::to_string(batch_.max_context_len) +
+                " positions, past the plan's max_seq_len " + std::to_string(p.max_seq_len));
+      const int tokens = static_cast<int>(descs_[n.inputs[0]].dims[0]);
+      cuda::SeqBatchView batch = batch_;
+      if (decode_only_) batch.cu_seqlens = nullptr;
+      cuda::kv_cache_append(ptr(n.inputs[1]), ptr(n.inputs[2]), tokens, batch, c.view, stream_);
+      const int window = static_cast<int>(p.sliding_window);
+      if (decode_only_) {
+        const size_t ws = cuda::decode_attention_workspace_bytes(
+            batch.num_seqs, static_cast<int>(p.num_heads), static_cast<int>(p.num_kv_heads),
+            static_cast<int>(p.head_dim), batch.max_context_len);
+        void* w = ws ? workspace_.reserve(ws, "decode attention") : nullptr;
+        cuda::decode_attention(ptr(n.inputs[0]), y, static_cast<int>(p.num_heads), batch, c.view,
+                               window, w, ws, stream_);
+      } else {
+        cuda::prefill_attention(ptr(n.inputs[0]), y, tokens, static_cast<int>(p.num_heads), batch,
+                                c.view, window, stream_);
+      }
+      return;
+    }
+    default: unsupported(n, "no CUDA kernel for this layer type yet");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<DeviceSlots> make_device_slots(Device device, const PlanMetadata& plan) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  check(e == cudaSuccess && device.index >= 0 && device.index < n, ErrorCode::kDEVICE,
+        "cannot run on " + device.to_string() + ": " +
+            (e != cudaSuccess ? std::string("no CUDA device: ") + cudaGetErrorString(e)
+                              : std::to_string(n) + " CUDA device(s) visible"));
+  return std::make_unique<CudaSlots>(device, plan);
+}
+
+std::unique_ptr<DeviceRunner> make_device_runner(Device device, const PlanMetadata& plan,
+                                                 const DeviceSlots& slots) {
+  return std::make_unique<CudaRunner>(device, plan, slots);
+}
+
+}  // namespace bindery

@@ -1,0 +1,111 @@
+// Llama engines on CUDA: the shipped bf16 model's logits against transformers run in bf16,
+// greedy tokens, batches, refit, and what the CUDA backend refuses. Skips where no GPU is
+// visible (CI, the build machine).
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "bindery/engine.h"
+#include "bindery/error.h"
+#include "bindery/models/generation.h"
+#include "bindery/models/llama.h"
+#include "core/device_memory.h"
+#include "models/generation_util.h"
+#include "models/golden_util.h"
+
+namespace bindery::models {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::max_abs_diff;
+const fs::path kSOURCE = BINDERY_SOURCE_DIR;
+
+#define REQUIRE_GPU()    \
+  if (!cuda_available()) \
+  GTEST_SKIP() << "no GPU here (" << cuda_unavailable_reason() << "): GPU test skipped"
+
+std::unique_ptr<Engine> cuda_engine(const char* model, LlamaBuildOptions options = {}) {
+  if (!options.dtype) options.dtype = DataType::kBF16;
+  return Engine::create(build_llama((kSOURCE / model).string(), options), Device::cuda(0));
+}
+
+float max_abs(const HostTensor& t) {
+  float m = 0;
+  for (int64_t i = 0; i < t.count(); ++i) m = std::max(m, std::abs(t.data_as<float>()[i]));
+  return m;
+}
+
+// bf16 activations, as transformers runs a bf16 model: the logits differ from its bf16 run by
+// the rounding of different (fused, reordered) sums. Stated tolerance: 2% of the largest
+// logit; greedy tokens identical to the fp32 goldens on the first 8 new tokens.
+TEST(CudaEngine, ShippedModelMatchesTransformersBf16AndItsGreedyTokens) {
+  REQUIRE_GPU();
+  for (const char* model : {"models/bible-llama", "models/bible-llama-fortunes"}) {
+    SCOPED_TRACE(model);
+    auto engine = cuda_engine(model);
+    auto cpu = Engine::create(build_llama((kSOURCE / model).string(), {.dtype = DataType::kBF16}));
+    const auto g = testing::load_golden(kSOURCE / model);
+    Generator gen(*engine), on_cpu(*cpu);
+    for (size_t i = 0; i < g.prompts.size(); ++i) {
+      const HostTensor logits = gen.logits(g.prompts[i]);
+      const float vs_bf16 = max_abs_diff(logits, g.logits_bf16[i]);
+      const float vs_cpu = max_abs_diff(logits, on_cpu.logits(g.prompts[i]));
+      std::printf(
+          "%s prompt %zu: max |gpu - transformers bf16| %.4g, |gpu - cpu| %.4g, "
+          "|transformers bf16 - fp32| %.4g, max |logit| %.3g\n",
+          model, i, vs_bf16, vs_cpu, max_abs_diff(g.logits_bf16[i], g.logits[i]),
+          max_abs(g.logits[i]));
+      EXPECT_LE(vs_bf16, 0.02f * max_abs(g.logits[i]));
+      const int64_t fresh =
+          std::min<int64_t>(8, static_cast<int64_t>(g.greedy[i].size() - g.prompts[i].size()));
+      const auto tokens = gen.generate({g.prompts[i]}, {.max_new_tokens = fresh})[0];
+      EXPECT_EQ(tokens, std::vector<int32_t>(g.greedy[i].begin(),
+                                             g.greedy[i].begin() + g.prompts[i].size() + fresh));
+    }
+  }
+}
+
+TEST(CudaEngine, BatchEqualsOneByOne) {
+  REQUIRE_GPU();
+  auto engine = cuda_engine("models/bible-llama");
+  testing::expect_batch_equals_one_by_one(
+      *engine, {{1, 5, 9, 23, 42, 7, 100, 3}, {1, 77, 13}, {1, 200, 150, 99, 31, 64}, {4}});
+}
+
+// The refit engine holds the fine-tune's bytes, so it computes exactly what a fresh build does.
+TEST(CudaEngine, RefitGivesAFreshBuildsLogits) {
+  REQUIRE_GPU();
+  auto engine = cuda_engine("models/bible-llama", {.refit = true});
+  Generator gen(*engine);
+  const std::vector<int32_t> prompt = {1, 5, 9, 23, 42, 7};
+  const HostTensor before = gen.logits(prompt);
+  refit_from_hf_checkpoint(*engine, (kSOURCE / "models/bible-llama-fortunes").string());
+  auto fresh = cuda_engine("models/bible-llama-fortunes");
+  Generator fresh_gen(*fresh);
+  const HostTensor after = gen.logits(prompt), expected = fresh_gen.logits(prompt);
+  EXPECT_EQ(max_abs_diff(after, expected), 0.f);
+  EXPECT_GT(max_abs_diff(before, after), 0.f);
+}
+
+TEST(CudaEngine, WhatTheBackendCannotRunIsANamedError) {
+  REQUIRE_GPU();
+  try {
+    cuda_engine("models/bible-llama", {.dtype = DataType::kFLOAT})->create_execution_context();
+    ADD_FAILURE() << "an f32 engine ran on CUDA";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUNSUPPORTED);
+    EXPECT_NE(std::string(e.what()).find("--dtype bfloat16"), std::string::npos) << e.what();
+  }
+  try {
+    cuda_engine("tests/fixtures/llama/llama_gqa")->create_execution_context();
+    ADD_FAILURE() << "head_dim 16 ran on CUDA";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUNSUPPORTED);
+    EXPECT_NE(std::string(e.what()).find("head_dim"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace bindery::models
