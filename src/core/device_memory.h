@@ -5,6 +5,7 @@
 // this build has no CUDA support. Nothing here needs a GPU to compile.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "bindery/weights.h"
@@ -20,6 +21,9 @@ std::string cuda_unavailable_reason();
 /// Error(kDEVICE) naming `what` when the pointer is not device memory of `w.location`, or the
 /// copy fails.
 void copy_device_to_host(const Weights& w, void* dst, const std::string& what);
+
+/// Bytes of `device`'s memory in use by every process (total - free), or -1 without CUDA.
+int64_t device_memory_in_use(Device device);
 
 /// Owned device memory (cudaMalloc). Move-only.
 class DeviceBuffer {

@@ -44,6 +44,15 @@ void copy_device_to_host(const Weights& w, void* dst, const std::string& what) {
              what + ": device-to-host copy failed");
 }
 
+int64_t device_memory_in_use(Device device) {
+  size_t free = 0, total = 0;
+  if (cudaSetDevice(device.index) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return static_cast<int64_t>(total - free);
+}
+
 DeviceBuffer::DeviceBuffer(Device device, size_t bytes) : device_(device), size_(bytes) {
   check(!device.is_cpu(), ErrorCode::kINVALID_ARGUMENT, "DeviceBuffer on the cpu");
   cuda_check(cudaSetDevice(device.index), "cudaSetDevice(" + std::to_string(device.index) + ")");

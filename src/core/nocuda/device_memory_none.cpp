@@ -17,6 +17,8 @@ void copy_device_to_host(const Weights&, void*, const std::string& what) {
   throw Error(ErrorCode::kDEVICE, what + ": " + kNoCuda);
 }
 
+int64_t device_memory_in_use(Device) { return -1; }
+
 DeviceBuffer::DeviceBuffer(Device, size_t) { throw Error(ErrorCode::kDEVICE, kNoCuda); }
 DeviceBuffer::DeviceBuffer(DeviceBuffer&&) noexcept {}
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&&) noexcept { return *this; }

@@ -3,16 +3,23 @@
 // rotary, flash attention over a paged-by-sequence KV cache) and cuBLAS for prefill GEMMs.
 //
 // Activations live in the engine's weight type (bf16 or f16, fp32 inside every kernel); the
-// logits matmul writes f32. A context's KV cache holds kMAX_SEQUENCES sequences of the plan's
-// max_seq_len per attention layer; a run continues each of its sequences where its cache ends
-// (position 0 starts it again). Work is queued on the context's stream and the run waits for
-// it once, at the end, to hand the outputs back in host memory.
+// logits matmul writes f32. A context's KV cache holds BINDERY_CUDA_MAX_SEQUENCES (default 8)
+// sequences of the plan's max_seq_len per attention layer; a run continues each of its sequences
+// where its cache ends (position 0 starts it again). Work is queued on the context's stream and the
+// run waits for it once, at the end, to hand the outputs back in host memory.
+//
+// BINDERY_CUDA_PROFILE=1 times every node with CUDA events (no extra synchronisation) and
+// prints, when the context is destroyed, the GPU time per layer type and per run, beside the
+// host time of the runs: where a decode step's time goes.
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -24,7 +31,18 @@
 namespace bindery {
 namespace {
 
-constexpr int kMAX_SEQUENCES = 8;
+constexpr int kDEFAULT_MAX_SEQUENCES = 8;
+
+// Sequences a context's KV cache holds at once (BINDERY_CUDA_MAX_SEQUENCES, 1..4096).
+int max_sequences() {
+  const char* v = std::getenv("BINDERY_CUDA_MAX_SEQUENCES");
+  if (!v || !*v) return kDEFAULT_MAX_SEQUENCES;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  check(*end == 0 && n >= 1 && n <= 4096, ErrorCode::kINVALID_ARGUMENT,
+        std::string("BINDERY_CUDA_MAX_SEQUENCES must be an integer in [1, 4096], got '") + v + "'");
+  return static_cast<int>(n);
+}
 
 void cuda_ok(cudaError_t e, const std::string& what) {
   if (e != cudaSuccess) throw Error(ErrorCode::kDEVICE, what + ": " + cudaGetErrorString(e));
@@ -138,9 +156,14 @@ class CudaRunner final : public DeviceRunner {
     cublas_ok(cublasCreate(&cublas_), "creating a cuBLAS handle");
     cublas_ok(cublasSetStream(cublas_, stream_), "binding cuBLAS to the stream");
     error_flag_.reserve(sizeof(int), "the error flag");
-    slot_free_.assign(kMAX_SEQUENCES, true);
+    max_sequences_ = max_sequences();
+    slot_free_.assign(max_sequences_, true);
+    const char* profile = std::getenv("BINDERY_CUDA_PROFILE");
+    profile_ = profile && *profile && std::string(profile) != "0";
   }
   ~CudaRunner() override {
+    if (profile_) print_profile();
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
     if (cublas_) cublasDestroy(cublas_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -154,7 +177,7 @@ class CudaRunner final : public DeviceRunner {
   void reset_kv_cache() override {
     slot_of_.clear();
     length_.clear();
-    slot_free_.assign(kMAX_SEQUENCES, true);
+    slot_free_.assign(max_sequences_, true);
   }
   void reset_sequence(int64_t seq_id) override {
     auto it = slot_of_.find(seq_id);
@@ -239,6 +262,53 @@ class CudaRunner final : public DeviceRunner {
   }
 
   // The sequences of this run, from its host positions and seq_ids.
+  // Profiling (BINDERY_CUDA_PROFILE): events around every node of a run, summed per type and
+  // split into runs of one token per sequence (decode) and the others (prefill).
+  struct TypeTime {
+    double ms = 0;
+    int64_t nodes = 0;
+  };
+  void record_event(size_t i) {
+    while (events_.size() <= i) {
+      cudaEvent_t e;
+      cuda_ok(cudaEventCreate(&e), "creating a profiling event");
+      events_.push_back(e);
+    }
+    cuda_ok(cudaEventRecord(events_[i], stream_), "recording a profiling event");
+  }
+  void collect_profile(double host_ms) {
+    auto& table = decode_only_ ? decode_profile_ : prefill_profile_;
+    auto& runs = decode_only_ ? decode_runs_ : prefill_runs_;
+    const auto& nodes = graph().nodes;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      float ms = 0;
+      cuda_ok(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]), "reading a profiling event");
+      TypeTime& t = table[std::string(layer_type_name(nodes[i].type))];
+      t.ms += ms;
+      ++t.nodes;
+    }
+    runs.first += 1;
+    runs.second += host_ms;
+  }
+  void print_profile() const {
+    for (const auto* phase : {&decode_profile_, &prefill_profile_}) {
+      const bool decode = phase == &decode_profile_;
+      const auto& runs = decode ? decode_runs_ : prefill_runs_;
+      if (runs.first == 0) continue;
+      double gpu = 0;
+      for (const auto& [type, t] : *phase) gpu += t.ms;
+      std::fprintf(stderr,
+                   "bindery cuda profile, %s: %lld runs, host %.3f ms per run, GPU (sum of "
+                   "nodes) %.3f ms per run\n",
+                   decode ? "decode steps" : "prefill runs", static_cast<long long>(runs.first),
+                   runs.second / runs.first, gpu / runs.first);
+      for (const auto& [type, t] : *phase)
+        std::fprintf(stderr, "  %-12s %8.3f ms per run  %5.1f%%  (%lld nodes per run)\n",
+                     type.c_str(), t.ms / runs.first, 100 * t.ms / gpu,
+                     static_cast<long long>(t.nodes / runs.first));
+    }
+  }
+
   std::vector<Segment> segments(const Weights& positions, const Weights& seq_ids) const;
   void prepare_batch(const std::vector<Segment>& segs);  // fills batch_ and run_slots_
   void run_node(const GraphNode& n);
@@ -276,7 +346,11 @@ class CudaRunner final : public DeviceRunner {
   bool decode_only_ = false;
   std::vector<int> run_slots_;  // the cache slot of each of the run's sequences
   Buffer workspace_;
-  int positions_tensor_ = -1;
+  int max_sequences_ = kDEFAULT_MAX_SEQUENCES;
+  bool profile_ = false;
+  std::vector<cudaEvent_t> events_;
+  std::map<std::string, TypeTime> decode_profile_, prefill_profile_;
+  std::pair<int64_t, double> decode_runs_{0, 0.0}, prefill_runs_{0, 0.0};
 };
 
 std::vector<Segment> CudaRunner::segments(const Weights& positions, const Weights& seq_ids) const {
@@ -327,8 +401,9 @@ void CudaRunner::prepare_batch(const std::vector<Segment>& segs) {
     } else {
       const auto f = std::find(free.begin(), free.end(), true);
       check(f != free.end(), ErrorCode::kINVALID_ARGUMENT,
-            "a CUDA context holds at most " + std::to_string(kMAX_SEQUENCES) +
-                " sequences at once; reset some (reset_sequence) before starting sequence " +
+            "a CUDA context holds at most " + std::to_string(max_sequences_) +
+                " sequences at once (BINDERY_CUDA_MAX_SEQUENCES); reset some (reset_sequence) "
+                "before starting sequence " +
                 std::to_string(s.seq));
       slot = static_cast<int>(f - free.begin());
       *f = false;
@@ -349,6 +424,7 @@ void CudaRunner::prepare_batch(const std::vector<Segment>& segs) {
 }
 
 void CudaRunner::run(const std::map<int, Weights>& inputs) {
+  const auto host_start = std::chrono::steady_clock::now();
   cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
   const Graph& g = graph();
   descs_.assign(g.tensors.size(), {});
@@ -382,7 +458,9 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   cuda_ok(cudaMemsetAsync(error_flag_.data(), 0, sizeof(int), stream_), "clearing the error flag");
 
   std::set<int> outputs(g.outputs.begin(), g.outputs.end());
-  for (const GraphNode& n : g.nodes) {
+  for (size_t node_index = 0; node_index < g.nodes.size(); ++node_index) {
+    const GraphNode& n = g.nodes[node_index];
+    if (profile_) record_event(node_index);
     std::vector<TensorDesc> in;
     for (int t : n.inputs) {
       TensorDesc d = t < 0 ? kABSENT_DESC : descs_[t];
@@ -407,6 +485,7 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
     }
     run_node(n);
   }
+  if (profile_) record_event(g.nodes.size());
 
   for (int t : g.outputs) {
     HostTensor host(DataType::kFLOAT, descs_[t].dims);
@@ -429,6 +508,10 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   cuda_ok(cudaStreamSynchronize(stream_), "running the engine on " + device_.to_string());
   check(flag == 0, ErrorCode::kINVALID_ARGUMENT,
         "a token id is outside the vocabulary of the embedding table");
+  if (profile_)
+    collect_profile(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start)
+            .count());
   // The caches now hold the run's tokens.
   for (size_t i = 0; i < segs.size(); ++i) {
     slot_of_[segs[i].seq] = run_slots_[i];
@@ -529,14 +612,14 @@ void CudaRunner::run_node(const GraphNode& n) {
       const auto& p = std::get<AttentionParams>(n.params);
       Cache& c = caches_[p.cache_index];
       if (!c.k.data()) {
-        const size_t bytes = static_cast<size_t>(kMAX_SEQUENCES) * p.max_seq_len * p.num_kv_heads *
+        const size_t bytes = static_cast<size_t>(max_sequences_) * p.max_seq_len * p.num_kv_heads *
                              p.head_dim * dtype_bytes(act_, 1);
         c.k.reserve(bytes, "the KV cache");
         c.v.reserve(bytes, "the KV cache");
         c.view = {c.k.data(),
                   c.v.data(),
                   act_,
-                  kMAX_SEQUENCES,
+                  max_sequences_,
                   static_cast<int>(p.max_seq_len),
                   static_cast<int>(p.num_kv_heads),
                   static_cast<int>(p.head_dim)};
