@@ -205,7 +205,6 @@ int main(int argc, char** argv) {
     batch.max_context_len = ac.context;
     const size_t ws_bytes = decode_attention_workspace_bytes(ac.batch, hq, hkv, d, ac.context);
     Buffer ws(std::max<size_t>(ws_bytes, 16));
-    ok(cudaMemset(ws.p, 0, ws.bytes), "workspace");  // split counters start at zero
     const double sec = time_graph(s, std::max(layers, 20), replays, [&](int i) {
       KvCacheView cv;  // one layer's cache per launch, as in the decode loop
       const int layer = i % layers;

@@ -61,12 +61,13 @@ Generator::Generator(std::vector<Engine*> ranks)
   auto it = engine.metadata().properties.find("model.max_seq_len");
   max_seq_len_ = it != engine.metadata().properties.end() ? std::stoll(it->second)
                                                           : config.max_position_embeddings;
+  for (const TensorInfo& in : engine.inputs()) has_logit_rows_ |= in.name == "logit_rows";
 }
 
 Generator::~Generator() = default;
 
 Weights Generator::run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-                       const std::vector<int32_t>& seq_ids) {
+                       const std::vector<int32_t>& seq_ids, const std::vector<int32_t>& rows) {
   const auto n = static_cast<int64_t>(ids.size());
   for (int32_t id : ids)
     check(id >= 0 && id < vocab_, ErrorCode::kINVALID_ARGUMENT,
@@ -75,6 +76,10 @@ Weights Generator::run(const std::vector<int32_t>& ids, const std::vector<int32_
   context_->set_input("input_ids", Weights(DataType::kINT32, {n}, ids.data()));
   context_->set_input("positions", Weights(DataType::kINT32, {n}, positions.data()));
   context_->set_input("seq_ids", Weights(DataType::kINT32, {n}, seq_ids.data()));
+  // Plans built before logit_rows existed give every row's logits.
+  if (has_logit_rows_)
+    context_->set_input(
+        "logit_rows", Weights(DataType::kINT32, {static_cast<int64_t>(rows.size())}, rows.data()));
   context_->execute();
   return context_->output("logits");
 }
@@ -88,7 +93,7 @@ HostTensor Generator::logits(std::span<const int32_t> tokens) {
   std::vector<int32_t> ids(tokens.begin(), tokens.end()), positions(tokens.size());
   std::iota(positions.begin(), positions.end(), 0);
   const std::vector<int32_t> seq(tokens.size(), 0);
-  return HostTensor::copy_of(run(ids, positions, seq));
+  return HostTensor::copy_of(run(ids, positions, seq, positions));  // every row
 }
 
 std::vector<std::vector<int32_t>> Generator::generate(
@@ -123,14 +128,20 @@ std::vector<std::vector<int32_t>> Generator::generate(
       seq_ids.push_back(static_cast<int32_t>(i));
       last_row[i] = ids.size() - 1;
     }
+  std::vector<int32_t> wanted;  // the rows whose logits the step needs
   for (int64_t step = 0; step < sampling.max_new_tokens; ++step) {
-    const Weights logits = run(ids, positions, seq_ids);
+    wanted.clear();
+    for (size_t i = 0; i < n; ++i)
+      if (!done[i]) wanted.push_back(static_cast<int32_t>(last_row[i]));
+    const Weights logits = run(ids, positions, seq_ids, wanted);
     const float* rows = logits.data<float>();
+    size_t wanted_index = 0;
     ids.clear(), positions.clear(), seq_ids.clear();
     for (size_t i = 0; i < n; ++i) {
       if (done[i]) continue;
       std::uniform_real_distribution<double> dist(0.0, 1.0);
-      const int32_t token = sample_token({rows + last_row[i] * vocab_, static_cast<size_t>(vocab_)},
+      const size_t row = has_logit_rows_ ? wanted_index++ : last_row[i];
+      const int32_t token = sample_token({rows + row * vocab_, static_cast<size_t>(vocab_)},
                                          sampling, [&] { return dist(rngs[i]); });
       out[i].push_back(token);
       if (on_token_) on_token_(i, token);

@@ -80,13 +80,13 @@ Reference reference(const float* x, int vocab, float temperature, int top_k, flo
   ref.keep.assign(vocab, 0);
   ref.e.assign(vocab, 0.0);
   bool fast = topk_on || topp_on;
-  if (fast) {  // candidates: top_k, or the 1024 most likely for top-p alone; ties kept
-    const int want = topk_on ? top_k : std::min(1024, vocab);
+  if (fast) {  // candidates: top_k, or the 4096 most likely for top-p alone; ties kept
+    const int want = topk_on ? top_k : std::min(4096, vocab);
     const uint32_t floor_key = want < vocab ? kth_key(s, want) : 0u;
     std::vector<int> cand;
     for (int i = 0; i < vocab; ++i)
       if (order_key(s[i]) >= floor_key) cand.push_back(i);
-    fast = cand.size() <= 2048;
+    fast = cand.size() <= 8192;
     if (fast) {
       std::sort(cand.begin(), cand.end(),
                 [&](int a, int b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
@@ -149,8 +149,10 @@ TEST(CudaSample, PicksTheInverseCdfTokenOfTheFilteredDistribution) {
       {128256, 1.0f, 0, 1.0f},   {128256, 0.7f, 50, 1.0f}, {128256, 0.8f, 0, 0.9f},
       {128256, 0.6f, 40, 0.95f}, {1000, 1.5f, 1, 1.0f},    {1000, 1.0f, 999, 0.5f},
       {3, 1.0f, 2, 0.3f},        {32000, 1.0f, 0, 0.05f},  {1000, 1.0f, 0, 0.5f},
-      {5000, 1.0f, 3000, 1.0f},  // more than 2048 candidates: slow path, index order
-      {128256, 30.0f, 0, 0.9f},  // flat: the top-p set exceeds 1024 candidates (slow path)
+      {5000, 1.0f, 3000, 0.99f},  // thousands of candidates, fast path
+      {10000, 1.0f, 9000, 1.0f},  // more than 8192 candidates: slow path, index order
+      {128256, 30.0f, 0, 0.9f},   // flat: the top-p set exceeds 4096 candidates (slow path)
+      {128256, 1.0f, 0, 0.9f},    // top-p set of ~1000-2000: fast path
   };
   const int rows = 16;
   for (const auto& c : cases) {

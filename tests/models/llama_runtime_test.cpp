@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <numeric>
 
 #include "bindery/engine.h"
 #include "bindery/error.h"
@@ -190,6 +191,9 @@ TEST(LlamaKvCache, PositionsMustContinueTheCache) {
     ctx->set_input("input_ids", Weights(DataType::kINT32, {n}, ids.data()));
     ctx->set_input("positions", Weights(DataType::kINT32, {n}, pos.data()));
     ctx->set_input("seq_ids", Weights(DataType::kINT32, {n}, seq.data()));
+    std::vector<int32_t> rows(ids.size());
+    std::iota(rows.begin(), rows.end(), 0);
+    ctx->set_input("logit_rows", Weights(DataType::kINT32, {n}, rows.data()));
     ctx->execute();
   };
   run({1, 2, 3}, {0, 1, 2}, {0, 0, 0});

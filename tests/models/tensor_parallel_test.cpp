@@ -251,6 +251,7 @@ TEST(TensorParallel, ARankEngineAloneOrInTheWrongGroupIsRefused) {
   context->set_input("input_ids", Weights(DataType::kINT32, {2}, ids.data()));
   context->set_input("positions", Weights(DataType::kINT32, {2}, pos.data()));
   context->set_input("seq_ids", Weights(DataType::kINT32, {2}, seq.data()));
+  context->set_input("logit_rows", Weights(DataType::kINT32, {2}, pos.data()));
   const auto e = thrown_by([&] { context->execute(); });
   EXPECT_EQ(e.code, ErrorCode::kINVALID_ARGUMENT);
   EXPECT_NE(e.message.find("2-rank tensor-parallel group"), std::string::npos) << e.message;
@@ -272,6 +273,7 @@ TEST(TensorParallel, AFailingRankReleasesTheOthersAndTheExecutorRunsAgain) {
     c.set_input("input_ids", Weights(DataType::kINT32, {3}, token_ids.data()));
     c.set_input("positions", Weights(DataType::kINT32, {3}, pos.data()));
     c.set_input("seq_ids", Weights(DataType::kINT32, {3}, seq.data()));
+    c.set_input("logit_rows", Weights(DataType::kINT32, {3}, pos.data()));
   };
   // Rank 1 runs 2 tokens where rank 0 runs 3: their first all-reduce disagrees in size.
   std::vector<int32_t> short_ids = {1, 2};
@@ -279,6 +281,7 @@ TEST(TensorParallel, AFailingRankReleasesTheOthersAndTheExecutorRunsAgain) {
   tp.context(1).set_input("input_ids", Weights(DataType::kINT32, {2}, short_ids.data()));
   tp.context(1).set_input("positions", Weights(DataType::kINT32, {2}, pos.data()));
   tp.context(1).set_input("seq_ids", Weights(DataType::kINT32, {2}, seq.data()));
+  tp.context(1).set_input("logit_rows", Weights(DataType::kINT32, {2}, pos.data()));
   const auto e = thrown_by([&] { tp.execute(); });
   EXPECT_EQ(e.code, ErrorCode::kABORTED);
   EXPECT_NE(e.message.find("another shape"), std::string::npos) << e.message;

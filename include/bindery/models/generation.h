@@ -55,13 +55,15 @@ class Generator {
   }
 
  private:
-  // Runs packed tokens; returns the logits view (valid until the next run).
+  // Runs packed tokens; returns the logits of `rows` (every row for plans without the
+  // logit_rows input), a view valid until the next run.
   Weights run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-              const std::vector<int32_t>& seq_ids);
+              const std::vector<int32_t>& seq_ids, const std::vector<int32_t>& rows);
   Engine& engine_;
   std::unique_ptr<TensorParallelExecutor> context_;
   int64_t vocab_ = 0;
   int64_t max_seq_len_ = 0;
+  bool has_logit_rows_ = false;
   std::function<void(int64_t)> progress_;
   std::function<void(size_t, int32_t)> on_token_;
 };

@@ -6,7 +6,8 @@
 //
 // The network it emits runs packed token streams: inputs "input_ids", "positions" and
 // "seq_ids" (i32 [T]: the tokens of one or many sequences, each with its position and its KV
-// cache slot) and output "logits" (f32 [T, vocab]). The builder fuses q|k|v and gate|up (their
+// cache slot), "logit_rows" (i32 [R]: the rows whose logits are wanted, e.g. each sequence's
+// last token) and output "logits" (f32 [R, vocab]). The builder fuses q|k|v and gate|up (their
 // matmuls share an input) into slots whose concat recipes the refitter replays.
 
 #include <functional>

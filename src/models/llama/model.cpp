@@ -434,6 +434,10 @@ void LlamaForCausalLM::emit(Network& network, int64_t max_seq_len) {
     x = all_reduce(em, em.name_layer(g, *embed_tokens_, "gather")->output(0), tp, *embed_tokens_);
   }
   for (nn::Module* layer : *layers_) x = static_cast<LlamaDecoderLayer*>(layer)->forward(em, x, s);
+  // Only the rows whose logits are wanted go through the final norm and lm_head: a prefill
+  // needs each sequence's last row, not a vocabulary-wide row per prompt token.
+  Tensor* rows = network.add_input("logit_rows", DataType::kINT32, {kDYNAMIC});
+  x = em.name_layer(network.add_gather(x, rows, 0), *this, "logit_rows")->output(0);
   x = norm_->forward(em, x);
   Tensor* logits;
   if (tp == 1) {

@@ -38,7 +38,7 @@ struct DecodeParams {
   const int32_t* context_lens;
   const void* k_cache;
   const void* v_cache;
-  int* ws_count;  // [seqs, hkv] splits finished so far (zero between calls)
+  int* ws_count;  // [seqs, hkv] splits finished so far (zeroed before each launch)
   float* ws_lse;  // [seqs, hq, splits] log2-sum-exp of each split (-inf: empty)
   float* ws_o;    // [seqs, hq, splits, D] normalized partial outputs
   int num_slots, max_seq_len, hq, hkv, window, splits, split_keys;
@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeParams p) {
   if (p.splits == 1) return;
 
   // The last split of this (sequence, kv head) to finish merges all of them by their
-  // log-sum-exp: no second launch. The counter goes back to zero for the next call.
+  // log-sum-exp: no second launch. The host wrapper zeroes the counters before the launch.
   __shared__ int is_last;
   __threadfence();  // this block's partials are visible before it is counted
   __syncthreads();
@@ -208,7 +208,6 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeParams p) {
   if (threadIdx.x == 0) {
     int* counter = p.ws_count + b * p.hkv + kvh;
     is_last = atomicAdd(counter, 1) == used - 1;
-    if (is_last) *counter = 0;
   }
   __syncthreads();
   if (!is_last) return;
@@ -334,6 +333,12 @@ void decode_attention(const void* q, void* out, int num_q_heads, const SeqBatchV
     p.ws_lse = reinterpret_cast<float*>(ws + counter_bytes(batch.num_seqs, cache.num_kv_heads));
     p.ws_o = reinterpret_cast<float*>(reinterpret_cast<char*>(p.ws_lse) +
                                       round256(partials * sizeof(float)));
+    // The split counters must start at zero. The kernel leaves them at zero, but callers may
+    // share the workspace with other work, so clear them here (a few hundred bytes, in order
+    // on the stream and capturable in a graph) rather than trust an initialisation contract.
+    check_cuda(
+        cudaMemsetAsync(p.ws_count, 0, counter_bytes(batch.num_seqs, cache.num_kv_heads), stream),
+        "decode_attention: clearing the split counters");
   }
   p.num_slots = cache.num_slots;
   p.max_seq_len = cache.max_seq_len;

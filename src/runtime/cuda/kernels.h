@@ -110,9 +110,8 @@ size_t decode_attention_workspace_bytes(int num_seqs, int num_q_heads, int num_k
 /// when query_pos - key_pos < sliding_window; <= 0 means no window). out [num_seqs, Hq, D].
 /// Flash-decoding: the cache is split over blocks, and the last block of each (sequence, kv
 /// head) merges the splits through `workspace` (decode_attention_workspace_bytes for the same
-/// batch on the current device). Zero the workspace once when it is allocated (cudaMemset):
-/// it holds split counters that every call leaves at zero again. One call at a time per
-/// workspace.
+/// batch on the current device; its contents need not be initialised: the call clears its
+/// split counters with a memset on `stream`). One call at a time per workspace.
 void decode_attention(const void* q, void* out, int num_q_heads, const SeqBatchView& batch,
                       const KvCacheView& cache, int sliding_window, void* workspace,
                       size_t workspace_bytes, cudaStream_t stream);
@@ -150,8 +149,8 @@ struct SamplingParams {
 /// are exp((logit - max) / T) in fp32), by inverse CDF with
 /// u = philox_uniform(seed, offset + *device_offset, r) (runtime/cuda/philox.h). The CDF runs
 /// over the kept tokens from the most to the least likely (ties by index) when a filter is on
-/// and the kept set fits the fast path (<= 2048 tokens past top_k; for top-p alone, a top-p set
-/// within the 1024 most likely tokens); otherwise, and without filters, in index order.
+/// and the kept set fits the fast path (<= 8192 tokens past top_k; for top-p alone, a top-p set
+/// within the 4096 most likely tokens); otherwise, and without filters, in index order.
 void sample(const float* logits, int rows, int vocab, const SamplingParams& params, int32_t* ids,
             cudaStream_t stream);
 

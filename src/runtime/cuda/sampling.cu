@@ -8,13 +8,13 @@
 //   Temperature never changes the order, so thresholds work on the raw logits; probabilities
 //   are 2^((logit - max) * log2(e) / T). One SM does all of a row's passes, so what each
 //   element costs in instructions (no division, no precise exp) is what the kernel costs.
-// - Fast path (top-k, or top-p alone, which first selects the 1024 most likely tokens the
-//   same way): the selected tokens (ties kept, up to 2048) are gathered into shared memory,
+// - Fast path (top-k, or top-p alone, which first selects the 4096 most likely tokens the
+//   same way): the selected tokens (ties kept, up to 8192) are gathered into shared memory,
 //   bitonic-sorted by logit, and their prefix sums of probability give the top-p cut
 //   (transformers keeps a token when the mass strictly above it is below top_p) and the draw:
 //   inverse CDF over the kept tokens from the most to the least likely.
-// - Slow path, only when more than 2048 tokens tie into top-k or the top-p set is larger than
-//   the 1024 candidates: the top-p cut by radix selection over probability-mass histograms of
+// - Slow path, only when more than 8192 tokens pass top-k or the top-p set is larger than
+//   the 4096 candidates: the top-p cut by radix selection over probability-mass histograms of
 //   the whole row, and the draw in index order.
 // - No filter: the draw in index order over the row (per-thread segments, a block scan, one
 //   thread walks its segment).
@@ -36,9 +36,12 @@ namespace {
 
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
-constexpr int kCandidates = 1024;  // top-p alone: the p-set must lie within these
-constexpr int kCapacity = 2048;    // candidates held in shared memory (ties can exceed top_k)
-constexpr int kHistCopies = 8;     // sub-histograms, by warp
+constexpr int kCandidates = 4096;  // top-p alone: the p-set must lie within these
+constexpr int kCapacity = 8192;    // candidates held in shared memory (ties can exceed top_k)
+constexpr int kPerThread = kCapacity / kThreads;
+constexpr int kCandidateSmem = 3 * kCapacity * 4;  // value, index, prefix sum: 96 KB dynamic
+constexpr int kUnroll = 4;                         // row loads in flight per thread
+constexpr int kHistCopies = 8;                     // sub-histograms, by warp
 
 /// Larger float -> larger key (NaN aside), so radix selection on keys orders logits.
 __device__ __forceinline__ uint32_t order_key(float x) {
@@ -72,9 +75,13 @@ struct Scratch {
   int chosen;
   int cand_n;
   int keep_n;
-  float cand_x[kCapacity];
-  int cand_i[kCapacity];
-  float cand_cum[kCapacity];
+};
+
+/// The fast path's candidates, in dynamic shared memory.
+struct Candidates {
+  float* x;
+  int* i;
+  float* cum;
 };
 
 __device__ int block_argmax(const float* x, int vocab, Scratch& sc) {
@@ -166,19 +173,27 @@ __device__ uint32_t radix_select(const float* x, int vocab, float c, float xmax,
     // before it adds.
     int run_digit = -1;
     float run_mass = 0.f;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) {
-      const float v = x[i];
-      const uint32_t key = order_key(v);
-      if (key < floor_key || (key & mask) != prefix) continue;
-      const int d = (key >> shift) & 255;
-      if (!mass) {
-        atomicAdd(&sc.hist.count[copy][d], 1);
-      } else if (d == run_digit) {
-        run_mass += weight(v, xmax, c);
-      } else {
-        if (run_digit >= 0) atomicAdd(&sc.hist.mass[copy][run_digit], run_mass);
-        run_digit = d;
-        run_mass = weight(v, xmax, c);
+    for (int base = threadIdx.x; base < vocab; base += kUnroll * kThreads) {
+      float vals[kUnroll];
+#pragma unroll
+      for (int q = 0; q < kUnroll; ++q)
+        vals[q] = base + q * kThreads < vocab ? x[base + q * kThreads] : 0.f;
+#pragma unroll
+      for (int q = 0; q < kUnroll; ++q) {
+        if (base + q * kThreads >= vocab) continue;
+        const float v = vals[q];
+        const uint32_t key = order_key(v);
+        if (key < floor_key || (key & mask) != prefix) continue;
+        const int d = (key >> shift) & 255;
+        if (!mass) {
+          atomicAdd(&sc.hist.count[copy][d], 1);
+        } else if (d == run_digit) {
+          run_mass += weight(v, xmax, c);
+        } else {
+          if (run_digit >= 0) atomicAdd(&sc.hist.mass[copy][run_digit], run_mass);
+          run_digit = d;
+          run_mass = weight(v, xmax, c);
+        }
       }
     }
     if (run_digit >= 0) atomicAdd(&sc.hist.mass[copy][run_digit], run_mass);
@@ -307,22 +322,36 @@ __device__ __forceinline__ bool before_in_order(float a, int ia, float b, int ib
 }
 
 /// Bitonic sort of the first `p` (a power of two) candidates into before_in_order.
-__device__ void sort_candidates(Scratch& sc, int p) {
+__device__ void sort_candidates(const Candidates& cd, int p) {
   for (int k = 2; k <= p; k <<= 1)
     for (int j = k >> 1; j > 0; j >>= 1) {
       for (int idx = threadIdx.x; idx < p; idx += kThreads) {
         const int other = idx ^ j;
         if (other <= idx) continue;
-        const float a = sc.cand_x[idx], b = sc.cand_x[other];
-        const int ia = sc.cand_i[idx], ib = sc.cand_i[other];
+        const float a = cd.x[idx], b = cd.x[other];
+        const int ia = cd.i[idx], ib = cd.i[other];
         const bool ascending = (idx & k) == 0;
         if (ascending ? before_in_order(b, ib, a, ia) : before_in_order(a, ia, b, ib)) {
-          sc.cand_x[idx] = b, sc.cand_x[other] = a;
-          sc.cand_i[idx] = ib, sc.cand_i[other] = ia;
+          cd.x[idx] = b, cd.x[other] = a;
+          cd.i[idx] = ib, cd.i[other] = ia;
         }
       }
       __syncthreads();
     }
+}
+
+/// Largest logit of the row, kUnroll loads in flight per thread.
+__device__ float row_max(const float* x, int vocab, Scratch& sc) {
+  float mx = -INFINITY;
+  for (int base = threadIdx.x; base < vocab; base += kUnroll * kThreads) {
+    float v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      v[u] = base + u * kThreads < vocab ? x[base + u * kThreads] : -INFINITY;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) mx = fmaxf(mx, v[u]);
+  }
+  return block_max(mx, sc);
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -330,6 +359,9 @@ __global__ void __launch_bounds__(kThreads)
                   float top_p, uint64_t seed, uint64_t offset,
                   const uint64_t* __restrict__ device_offset, int32_t* __restrict__ ids) {
   __shared__ Scratch sc;
+  extern __shared__ float dynamic_smem[];
+  const Candidates cd{dynamic_smem, reinterpret_cast<int*>(dynamic_smem + kCapacity),
+                      dynamic_smem + 2 * kCapacity};
   const int row = blockIdx.x;
   const float* x = logits + static_cast<int64_t>(row) * vocab;
   if (!(temperature > 0.f)) {
@@ -340,9 +372,7 @@ __global__ void __launch_bounds__(kThreads)
   const float c = 1.4426950408889634f / temperature;  // log2(e) / T
   const uint64_t off = offset + (device_offset != nullptr ? *device_offset : 0);
   const float u = philox_uniform(seed, off, static_cast<uint64_t>(row));
-  float xmax = -INFINITY;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) xmax = fmaxf(xmax, x[i]);
-  xmax = block_max(xmax, sc);
+  const float xmax = row_max(x, vocab, sc);
   const bool topk_on = top_k > 0 && top_k < vocab, topp_on = top_p < 1.0f;
   if (!topk_on && !topp_on) {
     const int id = draw_in_index_order(x, vocab, c, xmax, 0u, u, sc);
@@ -360,17 +390,26 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x & 31;
   const bool need_z_all = topp_on && !topk_on && want < vocab;
   float z_all = 0.f;
-  for (int base = 0; base < vocab; base += kThreads) {  // warp-uniform trip count
-    const int i = base + threadIdx.x;
-    const float v = i < vocab ? x[i] : -INFINITY;
-    if (need_z_all && i < vocab) z_all += weight(v, xmax, c);
-    const bool pick = i < vocab && order_key(v) >= floor_key;
-    const unsigned ballot = __ballot_sync(0xffffffffu, pick);
-    if (ballot == 0u) continue;
-    int slot = 0;
-    if (lane == __ffs(ballot) - 1) slot = atomicAdd(&sc.cand_n, __popc(ballot));
-    slot = __shfl_sync(0xffffffffu, slot, __ffs(ballot) - 1) + __popc(ballot & ((1u << lane) - 1));
-    if (pick && slot < kCapacity) sc.cand_x[slot] = v, sc.cand_i[slot] = i;
+  for (int base = 0; base < vocab; base += kUnroll * kThreads) {  // warp-uniform trip count
+    float v[kUnroll];
+#pragma unroll
+    for (int q = 0; q < kUnroll; ++q) {
+      const int i = base + q * kThreads + threadIdx.x;
+      v[q] = i < vocab ? x[i] : -INFINITY;
+    }
+#pragma unroll
+    for (int q = 0; q < kUnroll; ++q) {
+      const int i = base + q * kThreads + threadIdx.x;
+      if (need_z_all && i < vocab) z_all += weight(v[q], xmax, c);
+      const bool pick = i < vocab && order_key(v[q]) >= floor_key;
+      const unsigned ballot = __ballot_sync(0xffffffffu, pick);
+      if (ballot == 0u) continue;
+      int slot = 0;
+      if (lane == __ffs(ballot) - 1) slot = atomicAdd(&sc.cand_n, __popc(ballot));
+      slot =
+          __shfl_sync(0xffffffffu, slot, __ffs(ballot) - 1) + __popc(ballot & ((1u << lane) - 1));
+      if (pick && slot < kCapacity) cd.x[slot] = v[q], cd.i[slot] = i;
+    }
   }
   z_all = block_sum(z_all, sc);  // also a barrier: cand_n is final
   const int n = sc.cand_n;
@@ -379,42 +418,49 @@ __global__ void __launch_bounds__(kThreads)
   if (fast) {
     int p = 1;
     while (p < n) p <<= 1;
-    for (int i = n + threadIdx.x; i < p; i += kThreads)
-      sc.cand_x[i] = -INFINITY, sc.cand_i[i] = INT_MAX;
+    for (int i = n + threadIdx.x; i < p; i += kThreads) cd.x[i] = -INFINITY, cd.i[i] = INT_MAX;
     __syncthreads();
-    sort_candidates(sc, p);
-    // Inclusive prefix sums of the masses in sorted order, two candidates per thread.
-    const int j0 = 2 * threadIdx.x;
-    const float e0 = j0 < n ? weight(sc.cand_x[j0], xmax, c) : 0.f;
-    const float e1 = j0 + 1 < n ? weight(sc.cand_x[j0 + 1], xmax, c) : 0.f;
+    sort_candidates(cd, p);
+    // Inclusive prefix sums of the masses in sorted order, kPerThread candidates per thread.
+    const int j0 = kPerThread * threadIdx.x;
+    float e[kPerThread], mine = 0.f;
+#pragma unroll
+    for (int q = 0; q < kPerThread; ++q) {
+      e[q] = j0 + q < n ? weight(cd.x[j0 + q], xmax, c) : 0.f;
+      mine += e[q];
+    }
     float total = 0.f;
-    const float before = block_exclusive_scan(e0 + e1, total, sc);
-    if (j0 < kCapacity) sc.cand_cum[j0] = before + e0, sc.cand_cum[j0 + 1] = before + e0 + e1;
+    float run = block_exclusive_scan(mine, total, sc);
+#pragma unroll
+    for (int q = 0; q < kPerThread; ++q) {
+      run += e[q];
+      cd.cum[j0 + q] = run;
+    }
     __syncthreads();
     if (topp_on) {
-      const float z_c = sc.cand_cum[n - 1];
+      const float z_c = cd.cum[n - 1];
       const float target = top_p * (need_z_all ? z_all : z_c);
       fast = z_c >= target;  // else the top-p set reaches past the candidates
       if (fast) {
         for (int j = threadIdx.x; j < n; j += kThreads)
-          if (sc.cand_cum[j] >= target && (j == 0 || sc.cand_cum[j - 1] < target)) sc.chosen = j;
+          if (cd.cum[j] >= target && (j == 0 || cd.cum[j - 1] < target)) sc.chosen = j;
         __syncthreads();
-        const float v = sc.cand_x[sc.chosen];  // ties with the boundary token stay in
+        const float v = cd.x[sc.chosen];  // ties with the boundary token stay in
         for (int j = threadIdx.x; j < n; j += kThreads)
-          if (sc.cand_x[j] == v) atomicMax(&sc.keep_n, j + 1);
+          if (cd.x[j] == v) atomicMax(&sc.keep_n, j + 1);
         __syncthreads();
         keep = sc.keep_n;
       }
     }
   }
   if (fast) {
-    const float target = u * sc.cand_cum[keep - 1];
+    const float target = u * cd.cum[keep - 1];
     if (threadIdx.x == 0) sc.chosen = keep - 1;  // rounding: target == total
     __syncthreads();
     for (int j = threadIdx.x; j < keep; j += kThreads)
-      if (sc.cand_cum[j] > target && (j == 0 || sc.cand_cum[j - 1] <= target)) sc.chosen = j;
+      if (cd.cum[j] > target && (j == 0 || cd.cum[j - 1] <= target)) sc.chosen = j;
     __syncthreads();
-    if (threadIdx.x == 0) ids[row] = sc.cand_i[sc.chosen];
+    if (threadIdx.x == 0) ids[row] = cd.i[sc.chosen];
     return;
   }
 
@@ -455,9 +501,13 @@ void sample(const float* logits, int rows, int vocab, const SamplingParams& para
           "top_p must be in (0, 1], got " + std::to_string(params.top_p));
   require(params.top_k >= 0, "sample", "top_k must be >= 0, got " + std::to_string(params.top_k));
   if (rows == 0) return;
-  sample_kernel<<<rows, kThreads, 0, stream>>>(logits, vocab, params.temperature, params.top_k,
-                                               params.top_p, params.seed, params.offset,
-                                               params.device_offset, ids);
+  // Per device and cheap (no synchronisation), so set on every launch rather than cached.
+  check_cuda(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  kCandidateSmem),
+             "cudaFuncSetAttribute(sample_kernel)");
+  sample_kernel<<<rows, kThreads, kCandidateSmem, stream>>>(
+      logits, vocab, params.temperature, params.top_k, params.top_p, params.seed, params.offset,
+      params.device_offset, ids);
   check_launch("sample_kernel");
 }
 

@@ -8,6 +8,13 @@
 // where its cache ends (position 0 starts it again). Work is queued on the context's stream and the
 // run waits for it once, at the end, to hand the outputs back in host memory.
 //
+// Fusions the executor makes on its own (the plan stays the same):
+//  - a residual add whose result feeds an RMSNorm runs inside it (the fused add & norm kernel,
+//    writing the sum over the operand that is not read again);
+//  - silu(gate) * up over the two halves of a fused gate|up matmul is one silu_mul kernel;
+//  - a column block of a one-row activation (decode: the q/k/v parts of the fused qkv) is a
+//    view, not a copy, and rotary embeddings rotate in place what nothing reads afterwards.
+//
 // BINDERY_CUDA_PROFILE=1 times every node with CUDA events (no extra synchronisation) and
 // prints, when the context is destroyed, the GPU time per layer type and per run, beside the
 // host time of the runs: where a decode step's time goes.
@@ -17,6 +24,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -158,6 +166,7 @@ class CudaRunner final : public DeviceRunner {
     error_flag_.reserve(sizeof(int), "the error flag");
     max_sequences_ = max_sequences();
     slot_free_.assign(max_sequences_, true);
+    plan_fusions();
     const char* profile = std::getenv("BINDERY_CUDA_PROFILE");
     profile_ = profile && *profile && std::string(profile) != "0";
   }
@@ -216,6 +225,8 @@ class CudaRunner final : public DeviceRunner {
     return *type;
   }
 
+  size_t g_rank(int t) const { return graph().tensors[t].desc.dims.size(); }
+
   void check_supported() const {
     for (const GraphNode& n : graph().nodes) {
       switch (n.type) {
@@ -227,8 +238,8 @@ class CudaRunner final : public DeviceRunner {
         }
         case LayerType::kGATHER: {
           const auto& p = std::get<GatherParams>(n.params);
-          if (p.axis != 0 || p.index_offset != 0 || !is_weight(n.inputs[0]))
-            unsupported(n, "only embedding lookups of a whole table run on CUDA");
+          if (p.axis != 0 || p.index_offset != 0 || g_rank(n.inputs[0]) != 2)
+            unsupported(n, "only row lookups (axis 0) of a whole 2-D table run on CUDA");
           break;
         }
         case LayerType::kROTARY: {
@@ -311,7 +322,16 @@ class CudaRunner final : public DeviceRunner {
 
   std::vector<Segment> segments(const Weights& positions, const Weights& seq_ids) const;
   void prepare_batch(const std::vector<Segment>& segs);  // fills batch_ and run_slots_
-  void run_node(const GraphNode& n);
+  void run_node(const GraphNode& n, size_t index);
+  void plan_fusions();
+  // A view of `offset_bytes` into tensor `from`'s storage instead of a buffer of its own.
+  void alias(int t, int from, int64_t offset_bytes = 0) {
+    data_[t] = static_cast<std::byte*>(data_[from]) + offset_bytes;
+  }
+  // Whether node `index` is the last reader of activation `t` (its storage may be reused).
+  bool last_reader(int t, size_t index) const {
+    return t >= 0 && !is_weight(t) && !is_input_[t] && last_use_[t] == static_cast<int>(index);
+  }
   void* ptr(int t) const {
     return is_weight(t) ? const_cast<void*>(slots_.slot_ptr(graph().tensors[t].slot)) : data_[t];
   }
@@ -346,12 +366,90 @@ class CudaRunner final : public DeviceRunner {
   bool decode_only_ = false;
   std::vector<int> run_slots_;  // the cache slot of each of the run's sequences
   Buffer workspace_;
+  // Fusion plan (plan_fusions) and per-run aliasing.
+  std::vector<int> last_use_;        // per tensor: last node reading it (INT_MAX: an output)
+  std::vector<bool> is_input_;       // per tensor: a network input
+  std::vector<bool> skip_;           // per node: runs inside another node
+  std::vector<int> fused_add_;       // per rmsnorm node: the residual add it runs, or -1
+  std::vector<int> silu_mul_input_;  // per mul node: the gate|up tensor it reads, or -1
   int max_sequences_ = kDEFAULT_MAX_SEQUENCES;
   bool profile_ = false;
   std::vector<cudaEvent_t> events_;
   std::map<std::string, TypeTime> decode_profile_, prefill_profile_;
   std::pair<int64_t, double> decode_runs_{0, 0.0}, prefill_runs_{0, 0.0};
 };
+
+void CudaRunner::plan_fusions() {
+  const Graph& g = graph();
+  const size_t nodes = g.nodes.size(), tensors = g.tensors.size();
+  last_use_.assign(tensors, -1);
+  is_input_.assign(tensors, false);
+  for (int t : g.inputs) is_input_[t] = true;
+  std::vector<int> producer(tensors, -1), readers(tensors, 0);
+  for (size_t i = 0; i < nodes; ++i) {
+    for (int t : g.nodes[i].inputs)
+      if (t >= 0) last_use_[t] = static_cast<int>(i), ++readers[t];
+    for (int t : g.nodes[i].outputs) producer[t] = static_cast<int>(i);
+  }
+  for (int t : g.outputs) last_use_[t] = INT_MAX;
+  skip_.assign(nodes, false);
+  fused_add_.assign(nodes, -1);
+  silu_mul_input_.assign(nodes, -1);
+  const auto node_of = [&](int t, LayerType type) -> const GraphNode* {
+    return t >= 0 && producer[t] >= 0 && g.nodes[producer[t]].type == type ? &g.nodes[producer[t]]
+                                                                           : nullptr;
+  };
+  const auto column_block = [&](const GraphNode* slice, int64_t& start) {
+    const auto& p = std::get<SliceParams>(slice->params);
+    if (p.start.size() != 2 || p.start[0] != 0) return -1;
+    for (int64_t st : p.stride)
+      if (st != 1) return -1;
+    start = p.start[1];
+    return slice->inputs[0];
+  };
+  for (size_t i = 0; i < nodes; ++i) {
+    const GraphNode& n = g.nodes[i];
+    if (n.type == LayerType::kRMSNORM) {
+      // add(a, b) -> rmsnorm, with one operand read for the last time by the add.
+      const GraphNode* add = node_of(n.inputs[0], LayerType::kELEMENTWISE);
+      if (!add || std::get<ElementwiseParams>(add->params).op != ElementwiseOp::kSUM) continue;
+      const int a = add->inputs[0], b = add->inputs[1];
+      if (is_weight(a) || is_weight(b) || g.tensors[a].desc.dims != g.tensors[b].desc.dims)
+        continue;
+      const size_t add_index = static_cast<size_t>(add - g.nodes.data());
+      if (!last_reader(a, add_index) && !last_reader(b, add_index)) continue;
+      // Nothing between the add and the norm may need the add's output computed already.
+      bool adjacent = true;
+      for (size_t k = add_index + 1; k < i; ++k)
+        for (int t : g.nodes[k].inputs) adjacent = adjacent && t != add->outputs[0];
+      if (!adjacent) continue;
+      skip_[add_index] = true;
+      fused_add_[i] = static_cast<int>(add_index);
+    } else if (n.type == LayerType::kELEMENTWISE &&
+               std::get<ElementwiseParams>(n.params).op == ElementwiseOp::kPROD) {
+      // silu(slice(X, [0, F))) * slice(X, [F, 2F)) over a fused gate|up X.
+      for (int order = 0; order < 2; ++order) {
+        const GraphNode* act = node_of(n.inputs[order], LayerType::kUNARY);
+        const GraphNode* up = node_of(n.inputs[1 - order], LayerType::kSLICE);
+        if (!act || !up || std::get<UnaryParams>(act->params).op != UnaryOp::kSILU) continue;
+        const GraphNode* gate = node_of(act->inputs[0], LayerType::kSLICE);
+        if (!gate || readers[act->outputs[0]] != 1) continue;
+        int64_t gate_start = -1, up_start = -1;
+        const int x = column_block(gate, gate_start);
+        if (x < 0 || column_block(up, up_start) != x) continue;
+        const Dims& xd = g.tensors[x].desc.dims;
+        const int64_t f = g.tensors[gate->outputs[0]].desc.dims.back();
+        if (xd.size() != 2 || xd[1] != 2 * f || gate_start != 0 || up_start != f || f % 8 != 0)
+          continue;
+        silu_mul_input_[i] = x;
+        skip_[producer[act->outputs[0]]] = true;
+        if (readers[gate->outputs[0]] == 1) skip_[producer[gate->outputs[0]]] = true;
+        if (readers[up->outputs[0]] == 1) skip_[producer[up->outputs[0]]] = true;
+        break;
+      }
+    }
+  }
+}
 
 std::vector<Segment> CudaRunner::segments(const Weights& positions, const Weights& seq_ids) const {
   const auto* pos = static_cast<const int32_t*>(positions.values);
@@ -480,10 +578,9 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
       if (is_floating(d.dtype))
         d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
       descs_[t] = d;
-      data_[t] = buffers_[t].reserve(static_cast<size_t>(dtype_bytes(d.dtype, volume(d.dims))),
-                                     g.tensors[t].name);
     }
-    run_node(n);
+    if (skip_[node_index]) continue;  // runs inside the node that consumes its output
+    run_node(n, node_index);
   }
   if (profile_) record_event(g.nodes.size());
 
@@ -507,7 +604,8 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
           "reading the error flag");
   cuda_ok(cudaStreamSynchronize(stream_), "running the engine on " + device_.to_string());
   check(flag == 0, ErrorCode::kINVALID_ARGUMENT,
-        "a token id is outside the vocabulary of the embedding table");
+        "a gather index is out of range (a token id outside the vocabulary, or a logit row "
+        "outside the run)");
   if (profile_)
     collect_profile(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start)
@@ -520,8 +618,49 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   }
 }
 
-void CudaRunner::run_node(const GraphNode& n) {
+void CudaRunner::run_node(const GraphNode& n, size_t index) {
   const int out = n.outputs[0];
+  const auto own_buffer = [&](int t) {
+    data_[t] = buffers_[t].reserve(
+        static_cast<size_t>(dtype_bytes(descs_[t].dtype, volume(descs_[t].dims))),
+        graph().tensors[t].name);
+  };
+  // Views instead of copies: a column block of a one-row activation, and rotary in place.
+  if (n.type == LayerType::kSLICE) {
+    const Dims& in = descs_[n.inputs[0]].dims;
+    const auto& p = std::get<SliceParams>(n.params);
+    bool stride_one = true;
+    for (int64_t st : p.stride) stride_one = stride_one && st == 1;
+    if (in.size() == 2 && in[0] == 1 && p.start.size() == 2 && stride_one) {
+      const int64_t start = p.start[1] < 0 ? p.start[1] + in[1] : p.start[1];
+      alias(out, n.inputs[0], dtype_bytes(descs_[out].dtype, start));
+      return;
+    }
+  }
+  if (n.type == LayerType::kROTARY && last_reader(n.inputs[0], index)) {
+    alias(out, n.inputs[0]);  // rotated in place: nothing reads the unrotated values again
+  } else if (n.type == LayerType::kRMSNORM && fused_add_[index] >= 0) {
+    const GraphNode& add = graph().nodes[fused_add_[index]];
+    // The sum goes over the operand read for the last time; the other is the kernel's x.
+    const bool into_a = last_reader(add.inputs[0], static_cast<size_t>(fused_add_[index]));
+    const int residual = into_a ? add.inputs[0] : add.inputs[1];
+    const int x = into_a ? add.inputs[1] : add.inputs[0];
+    alias(add.outputs[0], residual);
+    own_buffer(out);
+    const int hidden = static_cast<int>(descs_[x].dims.back());
+    cuda::rms_norm(act_, ptr(x), data_[residual], ptr(n.inputs[1]), data_[out],
+                   static_cast<int>(count(x) / hidden), hidden,
+                   std::get<NormParams>(n.params).epsilon, stream_);
+    return;
+  } else {
+    own_buffer(out);
+  }
+  if (silu_mul_input_[index] >= 0) {
+    const int x = silu_mul_input_[index];
+    const int ffn = static_cast<int>(descs_[x].dims[1] / 2);
+    cuda::silu_mul(act_, ptr(x), data_[out], static_cast<int>(descs_[x].dims[0]), ffn, stream_);
+    return;
+  }
   void* y = data_[out];
   switch (n.type) {
     case LayerType::kGATHER: {
