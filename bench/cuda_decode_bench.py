@@ -65,11 +65,18 @@ def read_weights_s(ckpt):
     return time.perf_counter() - start, total
 
 
-def bindery_run(build, ckpt):
+def bindery_run(build, ckpt, profile=False):
+    """bench_llama_decode's JSON; with `profile`, a shorter run under BINDERY_CUDA_PROFILE (its
+    events cost host time, so the figures come from a run without it)."""
     exe = os.path.join(build, "bench", "bench_llama_decode")
-    env = dict(os.environ, BINDERY_CUDA_PROFILE="1", BINDERY_CUDA_MAX_SEQUENCES="1")
+    env = dict(os.environ, BINDERY_CUDA_MAX_SEQUENCES="1")
     cmd = [exe, ckpt, "--dtype", "bfloat16", "--device", "cuda", "--prompt-len", str(PROMPT_LEN),
-           "--new", str(NEW_TOKENS), "--prefill", str(PREFILL), "--max-seq-len", "2560"]
+           "--max-seq-len", "2560"]
+    if profile:
+        env["BINDERY_CUDA_PROFILE"] = "1"
+        cmd += ["--new", "64", "--prefill", str(PREFILL)]
+    else:
+        cmd += ["--new", str(NEW_TOKENS), "--prefill", str(PREFILL)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     sys.stderr.write(r.stderr)
     if r.returncode != 0:
@@ -150,6 +157,7 @@ def main():
     kv_bytes = layers * 2 * config["num_key_value_heads"] * d * 2 * mean_context
     per_token = weight_bytes - embed_bytes + kv_bytes
     bindery = bindery_run(args.build, args.ckpt)
+    bindery["profile"] = bindery_run(args.build, args.ckpt, profile=True)["profile"]
     with open(args.out + ".partial", "w") as f:  # kept if the transformers runs do not finish
         json.dump({"hbm_gb_s": bw, "bytes_per_token": per_token, "read_weights_s": read_s,
                    "bindery": bindery}, f, indent=1)

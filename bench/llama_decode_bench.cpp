@@ -70,14 +70,14 @@ int main(int argc, char** argv) {
   const double prefill_s = seconds(start, steps.front());
   const double decode_s = seconds(steps.front(), steps.back());
   double prefill_long_s = 0;
-  if (prefill > 0) {  // one sequence of `prefill` tokens, best of 3 after a warm-up
+  if (prefill > 0) {  // time to the first token of a `prefill`-token prompt, best of 3
     std::vector<int32_t> ids(1, 1);
     for (int64_t t = 1; t < prefill; ++t) ids.push_back(1000 + (t * 104729) % 20000);
-    gen.logits(ids);
+    gen.generate({ids}, {.max_new_tokens = 1});
     prefill_long_s = 1e30;
     for (int r = 0; r < 3; ++r) {
       const auto p0 = Clock::now();
-      gen.logits(ids);
+      gen.generate({ids}, {.max_new_tokens = 1});
       prefill_long_s = std::min(prefill_long_s, seconds(p0, Clock::now()));
     }
   }

@@ -322,7 +322,8 @@ class CudaRunner final : public DeviceRunner {
 
   std::vector<Segment> segments(const Weights& positions, const Weights& seq_ids) const;
   void prepare_batch(const std::vector<Segment>& segs);  // fills batch_ and run_slots_
-  void run_node(const GraphNode& n, size_t index);
+  void prepare_node(const GraphNode& n, size_t index);
+  void launch_node(const GraphNode& n, size_t index);
   void plan_fusions();
   // A view of `offset_bytes` into tensor `from`'s storage instead of a buffer of its own.
   void alias(int t, int from, int64_t offset_bytes = 0) {
@@ -367,11 +368,13 @@ class CudaRunner final : public DeviceRunner {
   std::vector<int> run_slots_;  // the cache slot of each of the run's sequences
   Buffer workspace_;
   // Fusion plan (plan_fusions) and per-run aliasing.
-  std::vector<int> last_use_;        // per tensor: last node reading it (INT_MAX: an output)
-  std::vector<bool> is_input_;       // per tensor: a network input
-  std::vector<bool> skip_;           // per node: runs inside another node
-  std::vector<int> fused_add_;       // per rmsnorm node: the residual add it runs, or -1
-  std::vector<int> silu_mul_input_;  // per mul node: the gate|up tensor it reads, or -1
+  std::vector<int> last_use_;          // per tensor: last node reading it (INT_MAX: an output)
+  std::vector<bool> is_input_;         // per tensor: a network input
+  std::vector<bool> skip_;             // per node: runs inside another node
+  std::vector<int> fused_add_;         // per rmsnorm node: the residual add it runs, or -1
+  std::vector<int> silu_mul_input_;    // per mul node: the gate|up tensor it reads, or -1
+  bool prepared_ = false;              // descs_, data_ and views hold for prepared_shapes_
+  std::vector<Dims> prepared_shapes_;  // the inputs' shapes they were made for
   int max_sequences_ = kDEFAULT_MAX_SEQUENCES;
   bool profile_ = false;
   std::vector<cudaEvent_t> events_;
@@ -525,9 +528,17 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   const auto host_start = std::chrono::steady_clock::now();
   cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
   const Graph& g = graph();
-  descs_.assign(g.tensors.size(), {});
-  data_.assign(g.tensors.size(), nullptr);
-  buffers_.resize(g.tensors.size());
+  // A run of the shapes of the previous one (every decode step of a batch) replays its
+  // kernels: shapes, buffers and views are the same, so only the launches remain.
+  std::vector<Dims> shapes;
+  for (int t : g.inputs) shapes.push_back(inputs.at(t).shape);
+  const bool replay = prepared_ && shapes == prepared_shapes_;
+  if (!replay) {
+    prepared_ = false;
+    descs_.assign(g.tensors.size(), {});
+    data_.assign(g.tensors.size(), nullptr);
+    buffers_.resize(g.tensors.size());
+  }
   for (int t : g.inputs) {
     const Weights& w = inputs.at(t);
     descs_[t] = {w.dtype, w.shape};
@@ -559,28 +570,31 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   for (size_t node_index = 0; node_index < g.nodes.size(); ++node_index) {
     const GraphNode& n = g.nodes[node_index];
     if (profile_) record_event(node_index);
-    std::vector<TensorDesc> in;
-    for (int t : n.inputs) {
-      TensorDesc d = t < 0 ? kABSENT_DESC : descs_[t];
-      if (t >= 0 && is_floating(d.dtype)) d.dtype = DataType::kFLOAT;  // as the graph types it
-      in.push_back(d);
-    }
-    std::vector<TensorDesc> od;
-    try {
-      od = infer_outputs(n.type, n.params, in);
-    } catch (const Error& e) {
-      throw Error(ErrorCode::kSHAPE_MISMATCH, node_text(n) + ": " + e.what());
-    }
-    for (size_t k = 0; k < n.outputs.size(); ++k) {
-      const int t = n.outputs[k];
-      TensorDesc d = od[k];
-      // Activations in the weight type; the logits matmul writes f32.
-      if (is_floating(d.dtype))
-        d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
-      descs_[t] = d;
+    if (!replay) {
+      std::vector<TensorDesc> in;
+      for (int t : n.inputs) {
+        TensorDesc d = t < 0 ? kABSENT_DESC : descs_[t];
+        if (t >= 0 && is_floating(d.dtype)) d.dtype = DataType::kFLOAT;  // as the graph types it
+        in.push_back(d);
+      }
+      std::vector<TensorDesc> od;
+      try {
+        od = infer_outputs(n.type, n.params, in);
+      } catch (const Error& e) {
+        throw Error(ErrorCode::kSHAPE_MISMATCH, node_text(n) + ": " + e.what());
+      }
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        const int t = n.outputs[k];
+        TensorDesc d = od[k];
+        // Activations in the weight type; the logits matmul writes f32.
+        if (is_floating(d.dtype))
+          d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
+        descs_[t] = d;
+      }
+      if (!skip_[node_index]) prepare_node(n, node_index);
     }
     if (skip_[node_index]) continue;  // runs inside the node that consumes its output
-    run_node(n, node_index);
+    launch_node(n, node_index);
   }
   if (profile_) record_event(g.nodes.size());
 
@@ -606,6 +620,8 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   check(flag == 0, ErrorCode::kINVALID_ARGUMENT,
         "a gather index is out of range (a token id outside the vocabulary, or a logit row "
         "outside the run)");
+  prepared_ = true;
+  prepared_shapes_ = std::move(shapes);
   if (profile_)
     collect_profile(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start)
@@ -618,14 +634,16 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   }
 }
 
-void CudaRunner::run_node(const GraphNode& n, size_t index) {
+// Where the node's output lives: a view of another tensor (column block of a one-row
+// activation, rotary in place, the sum of a fused add & norm) or a buffer of its own.
+// Depends only on the run's shapes, so runs of the same shapes skip it (replay).
+void CudaRunner::prepare_node(const GraphNode& n, size_t index) {
   const int out = n.outputs[0];
   const auto own_buffer = [&](int t) {
     data_[t] = buffers_[t].reserve(
         static_cast<size_t>(dtype_bytes(descs_[t].dtype, volume(descs_[t].dims))),
         graph().tensors[t].name);
   };
-  // Views instead of copies: a column block of a one-row activation, and rotary in place.
   if (n.type == LayerType::kSLICE) {
     const Dims& in = descs_[n.inputs[0]].dims;
     const auto& p = std::get<SliceParams>(n.params);
@@ -643,17 +661,26 @@ void CudaRunner::run_node(const GraphNode& n, size_t index) {
     const GraphNode& add = graph().nodes[fused_add_[index]];
     // The sum goes over the operand read for the last time; the other is the kernel's x.
     const bool into_a = last_reader(add.inputs[0], static_cast<size_t>(fused_add_[index]));
+    alias(add.outputs[0], into_a ? add.inputs[0] : add.inputs[1]);
+    own_buffer(out);
+  } else {
+    own_buffer(out);
+  }
+}
+
+void CudaRunner::launch_node(const GraphNode& n, size_t index) {
+  const int out = n.outputs[0];
+  if (n.type == LayerType::kSLICE && data_[out] != buffers_[out].data()) return;  // a view
+  if (n.type == LayerType::kRMSNORM && fused_add_[index] >= 0) {
+    const GraphNode& add = graph().nodes[fused_add_[index]];
+    const bool into_a = last_reader(add.inputs[0], static_cast<size_t>(fused_add_[index]));
     const int residual = into_a ? add.inputs[0] : add.inputs[1];
     const int x = into_a ? add.inputs[1] : add.inputs[0];
-    alias(add.outputs[0], residual);
-    own_buffer(out);
     const int hidden = static_cast<int>(descs_[x].dims.back());
     cuda::rms_norm(act_, ptr(x), data_[residual], ptr(n.inputs[1]), data_[out],
                    static_cast<int>(count(x) / hidden), hidden,
                    std::get<NormParams>(n.params).epsilon, stream_);
     return;
-  } else {
-    own_buffer(out);
   }
   if (silu_mul_input_[index] >= 0) {
     const int x = silu_mul_input_[index];
