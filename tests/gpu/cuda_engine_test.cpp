@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "bindery/engine.h"
@@ -65,6 +66,21 @@ TEST(CudaEngine, ShippedModelMatchesTransformersBf16AndItsGreedyTokens) {
                                              g.greedy[i].begin() + g.prompts[i].size() + fresh));
     }
   }
+}
+
+// Decode steps replayed as captured graphs (one per 256-position bucket: 300 steps cross one)
+// compute what node-by-node launches do.
+TEST(CudaEngine, CapturedDecodeStepsEqualLaunchedOnes) {
+  REQUIRE_GPU();
+  auto engine = cuda_engine("models/bible-llama");
+  const SamplingConfig sampling{.max_new_tokens = 300, .temperature = 0.9f, .seed = 5};
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 23}, {1, 77, 13, 8, 2}};
+  setenv("BINDERY_CUDA_GRAPHS", "0", 1);
+  const auto launched = Generator(*engine).generate(prompts, sampling);
+  unsetenv("BINDERY_CUDA_GRAPHS");
+  const auto captured = Generator(*engine).generate(prompts, sampling);
+  EXPECT_EQ(captured, launched);
+  EXPECT_EQ(captured[0].size(), 304u);
 }
 
 TEST(CudaEngine, BatchEqualsOneByOne) {

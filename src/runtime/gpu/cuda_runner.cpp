@@ -15,6 +15,9 @@
 //  - a column block of a one-row activation (decode: the q/k/v parts of the fused qkv) is a
 //    view, not a copy, and rotary embeddings rotate in place what nothing reads afterwards.
 //
+// Decode steps of the shapes of the previous run are replayed as a captured CUDA graph (one
+// per 256-position context bucket); BINDERY_CUDA_GRAPHS=0 launches node by node instead.
+//
 // BINDERY_CUDA_PROFILE=1 times every node with CUDA events (no extra synchronisation) and
 // prints, when the context is destroyed, the GPU time per layer type and per run, beside the
 // host time of the runs: where a decode step's time goes.
@@ -40,6 +43,7 @@ namespace bindery {
 namespace {
 
 constexpr int kDEFAULT_MAX_SEQUENCES = 8;
+constexpr int kCONTEXT_BUCKET = 256;
 
 // Sequences a context's KV cache holds at once (BINDERY_CUDA_MAX_SEQUENCES, 1..4096).
 int max_sequences() {
@@ -167,6 +171,8 @@ class CudaRunner final : public DeviceRunner {
     max_sequences_ = max_sequences();
     slot_free_.assign(max_sequences_, true);
     plan_fusions();
+    const char* graphs = std::getenv("BINDERY_CUDA_GRAPHS");
+    graphs_enabled_ = !(graphs && std::string(graphs) == "0");
     const char* profile = std::getenv("BINDERY_CUDA_PROFILE");
     profile_ = profile && *profile && std::string(profile) != "0";
   }
@@ -323,6 +329,7 @@ class CudaRunner final : public DeviceRunner {
   std::vector<Segment> segments(const Weights& positions, const Weights& seq_ids) const;
   void prepare_batch(const std::vector<Segment>& segs);  // fills batch_ and run_slots_
   void prepare_node(const GraphNode& n, size_t index);
+  void launch_graph();
   void launch_node(const GraphNode& n, size_t index);
   void plan_fusions();
   // A view of `offset_bytes` into tensor `from`'s storage instead of a buffer of its own.
@@ -368,11 +375,18 @@ class CudaRunner final : public DeviceRunner {
   std::vector<int> run_slots_;  // the cache slot of each of the run's sequences
   Buffer workspace_;
   // Fusion plan (plan_fusions) and per-run aliasing.
-  std::vector<int> last_use_;          // per tensor: last node reading it (INT_MAX: an output)
-  std::vector<bool> is_input_;         // per tensor: a network input
-  std::vector<bool> skip_;             // per node: runs inside another node
-  std::vector<int> fused_add_;         // per rmsnorm node: the residual add it runs, or -1
-  std::vector<int> silu_mul_input_;    // per mul node: the gate|up tensor it reads, or -1
+  std::vector<int> last_use_;        // per tensor: last node reading it (INT_MAX: an output)
+  std::vector<bool> is_input_;       // per tensor: a network input
+  std::vector<bool> skip_;           // per node: runs inside another node
+  std::vector<int> fused_add_;       // per rmsnorm node: the residual add it runs, or -1
+  std::vector<int> silu_mul_input_;  // per mul node: the gate|up tensor it reads, or -1
+  // Captured decode steps per context bucket (BINDERY_CUDA_GRAPHS=0 turns them off).
+  struct GraphExecDeleter {
+    void operator()(cudaGraphExec_t e) const { cudaGraphExecDestroy(e); }
+  };
+  using GraphExec = std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, GraphExecDeleter>;
+  std::map<int, GraphExec> graphs_;
+  bool graphs_enabled_ = true;
   bool prepared_ = false;              // descs_, data_ and views hold for prepared_shapes_
   std::vector<Dims> prepared_shapes_;  // the inputs' shapes they were made for
   int max_sequences_ = kDEFAULT_MAX_SEQUENCES;
@@ -521,7 +535,47 @@ void CudaRunner::prepare_batch(const std::vector<Segment>& segs) {
   auto* dev = static_cast<int32_t*>(batch_buffer_.reserve(host.size() * 4, "the batch"));
   cuda_ok(cudaMemcpyAsync(dev, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_),
           "copying the batch");
+  // Decode attention sizes its grid by the longest context; rounded up to a bucket, the
+  // launch (and a captured graph of the step) stays the same for 256 steps. The kernels read
+  // each sequence's real length from context_lens.
+  if (decode_only_) max_len = (max_len + kCONTEXT_BUCKET - 1) / kCONTEXT_BUCKET * kCONTEXT_BUCKET;
   batch_ = {b, dev, dev + b + 1, dev + 2 * b + 1, max_len, max_new};
+}
+
+// A decode step as one CUDA graph, captured on the first replay of each context bucket:
+// ~10 launches per layer become one, and the GPU runs them back to back.
+void CudaRunner::launch_graph() {
+  const int bucket = batch_.max_context_len;
+  auto it = graphs_.find(bucket);
+  if (it == graphs_.end()) {
+    // Everything the step allocates must exist before capture (no cudaMalloc inside it).
+    for (const GraphNode& n : graph().nodes)
+      if (n.type == LayerType::kATTENTION) {
+        const auto& p = std::get<AttentionParams>(n.params);
+        const size_t ws = cuda::decode_attention_workspace_bytes(
+            batch_.num_seqs, static_cast<int>(p.num_heads), static_cast<int>(p.num_kv_heads),
+            static_cast<int>(p.head_dim), batch_.max_context_len);
+        if (ws) workspace_.reserve(ws, "decode attention");
+      }
+    cudaGraph_t g = nullptr;
+    cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+            "capturing a decode step");
+    try {
+      for (size_t i = 0; i < graph().nodes.size(); ++i)
+        if (!skip_[i]) launch_node(graph().nodes[i], i);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &g);
+      if (g) cudaGraphDestroy(g);
+      throw;
+    }
+    cuda_ok(cudaStreamEndCapture(stream_, &g), "capturing a decode step");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    cuda_ok(e, "instantiating the decode step's graph");
+    it = graphs_.emplace(bucket, GraphExec(exec)).first;
+  }
+  cuda_ok(cudaGraphLaunch(it->second.get(), stream_), "launching the decode step's graph");
 }
 
 void CudaRunner::run(const std::map<int, Weights>& inputs) {
@@ -535,6 +589,7 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   const bool replay = prepared_ && shapes == prepared_shapes_;
   if (!replay) {
     prepared_ = false;
+    graphs_.clear();
     descs_.assign(g.tensors.size(), {});
     data_.assign(g.tensors.size(), nullptr);
     buffers_.resize(g.tensors.size());
@@ -567,34 +622,38 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   cuda_ok(cudaMemsetAsync(error_flag_.data(), 0, sizeof(int), stream_), "clearing the error flag");
 
   std::set<int> outputs(g.outputs.begin(), g.outputs.end());
-  for (size_t node_index = 0; node_index < g.nodes.size(); ++node_index) {
-    const GraphNode& n = g.nodes[node_index];
-    if (profile_) record_event(node_index);
-    if (!replay) {
-      std::vector<TensorDesc> in;
-      for (int t : n.inputs) {
-        TensorDesc d = t < 0 ? kABSENT_DESC : descs_[t];
-        if (t >= 0 && is_floating(d.dtype)) d.dtype = DataType::kFLOAT;  // as the graph types it
-        in.push_back(d);
+  if (replay && graphs_enabled_ && !profile_ && decode_only_) {
+    launch_graph();
+  } else {
+    for (size_t node_index = 0; node_index < g.nodes.size(); ++node_index) {
+      const GraphNode& n = g.nodes[node_index];
+      if (profile_) record_event(node_index);
+      if (!replay) {
+        std::vector<TensorDesc> in;
+        for (int t : n.inputs) {
+          TensorDesc d = t < 0 ? kABSENT_DESC : descs_[t];
+          if (t >= 0 && is_floating(d.dtype)) d.dtype = DataType::kFLOAT;  // as the graph types it
+          in.push_back(d);
+        }
+        std::vector<TensorDesc> od;
+        try {
+          od = infer_outputs(n.type, n.params, in);
+        } catch (const Error& e) {
+          throw Error(ErrorCode::kSHAPE_MISMATCH, node_text(n) + ": " + e.what());
+        }
+        for (size_t k = 0; k < n.outputs.size(); ++k) {
+          const int t = n.outputs[k];
+          TensorDesc d = od[k];
+          // Activations in the weight type; the logits matmul writes f32.
+          if (is_floating(d.dtype))
+            d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
+          descs_[t] = d;
+        }
+        if (!skip_[node_index]) prepare_node(n, node_index);
       }
-      std::vector<TensorDesc> od;
-      try {
-        od = infer_outputs(n.type, n.params, in);
-      } catch (const Error& e) {
-        throw Error(ErrorCode::kSHAPE_MISMATCH, node_text(n) + ": " + e.what());
-      }
-      for (size_t k = 0; k < n.outputs.size(); ++k) {
-        const int t = n.outputs[k];
-        TensorDesc d = od[k];
-        // Activations in the weight type; the logits matmul writes f32.
-        if (is_floating(d.dtype))
-          d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
-        descs_[t] = d;
-      }
-      if (!skip_[node_index]) prepare_node(n, node_index);
+      if (skip_[node_index]) continue;  // runs inside the node that consumes its output
+      launch_node(n, node_index);
     }
-    if (skip_[node_index]) continue;  // runs inside the node that consumes its output
-    launch_node(n, node_index);
   }
   if (profile_) record_event(g.nodes.size());
 
