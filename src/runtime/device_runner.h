@@ -20,6 +20,8 @@ class DeviceSlots {
   virtual ~DeviceSlots() = default;
   /// Copies slot `slot`'s bytes (its size in the plan) from host memory; synchronous.
   virtual void upload(int slot, const void* host) = 0;
+  /// Copies the whole blob (blob_size bytes, slots at their offsets) from host memory.
+  virtual void upload_all(const void* host) = 0;
   virtual const void* slot_ptr(int slot) const = 0;
 };
 

@@ -1,8 +1,10 @@
+#include <algorithm>
 #include <cstring>
 
 #include "bindery/error.h"
 #include "core/hash.h"
 #include "core/mapped_file.h"
+#include "core/parallel.h"
 #include "runtime/engine_impl.h"
 
 namespace bindery {
@@ -28,22 +30,33 @@ std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
     check(s.offset >= 0 && s.size_bytes >= 0 && s.offset + s.size_bytes <= m.blob_size,
           ErrorCode::kCORRUPT_FILE, "slot '" + s.name + "' lies outside the weight blob");
   // Slots get memory of their own so a refit can rewrite them while the plan's mapping is
-  // left untouched.
+  // left untouched. Filled in one parallel copy; only the bytes no slot holds are zeroed
+  // (alignment padding, slots a stripped plan left empty), so saved plans stay deterministic.
   impl->arena = HostTensor(DataType::kUINT8, {std::max<int64_t>(m.blob_size, 1)});
-  std::memset(impl->arena.data(), 0, static_cast<size_t>(impl->arena.size_bytes()));
+  auto* arena = static_cast<std::byte*>(impl->arena.data());
   impl->slot_filled.assign(m.slots.size(), false);
+  std::vector<CopyTask> copies;
+  std::vector<std::pair<int64_t, int64_t>> held;  // [begin, end) of the slots' bytes
   for (size_t i = 0; i < m.slots.size(); ++i) {
+    const Slot& s = m.slots[i];
     if (const std::byte* src = plan.slot_data(static_cast<int>(i))) {
-      std::memcpy(impl->slot_ptr(static_cast<int>(i)), src,
-                  static_cast<size_t>(m.slots[i].size_bytes));
+      copies.push_back({arena + s.offset, src, s.size_bytes});
+      held.emplace_back(s.offset, s.offset + s.size_bytes);
       impl->slot_filled[i] = true;
     }
   }
+  std::sort(held.begin(), held.end());
+  int64_t at = 0;
+  for (const auto& [begin, end] : held) {
+    if (begin > at) std::memset(arena + at, 0, static_cast<size_t>(begin - at));
+    at = std::max(at, end);
+  }
+  if (impl->arena.size_bytes() > at)
+    std::memset(arena + at, 0, static_cast<size_t>(impl->arena.size_bytes() - at));
+  parallel_memcpy(copies);
   if (!device.is_cpu()) {
     impl->device_slots = make_device_slots(device, m);
-    for (size_t i = 0; i < m.slots.size(); ++i)
-      if (impl->slot_filled[i])
-        impl->device_slots->upload(static_cast<int>(i), impl->slot_ptr(static_cast<int>(i)));
+    impl->device_slots->upload_all(arena);  // empty slots are zeros, as on the host
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }

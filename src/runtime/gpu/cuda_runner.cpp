@@ -97,6 +97,7 @@ class CudaSlots final : public DeviceSlots {
   CudaSlots(Device device, const PlanMetadata& plan) : device_(device) {
     cuda_ok(cudaSetDevice(device.index), "selecting " + device.to_string());
     for (const Slot& s : plan.slots) slots_.push_back({s.offset, s.size_bytes});
+    blob_size_ = static_cast<size_t>(plan.blob_size);
     base_.reserve(static_cast<size_t>(std::max<int64_t>(plan.blob_size, 1)),
                   "the engine's weights");
   }
@@ -106,6 +107,11 @@ class CudaSlots final : public DeviceSlots {
                        static_cast<size_t>(slots_[slot].second), cudaMemcpyHostToDevice),
             "copying slot " + std::to_string(slot) + " to " + device_.to_string());
   }
+  void upload_all(const void* host) override {
+    cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
+    cuda_ok(cudaMemcpy(base_.data(), host, blob_size_, cudaMemcpyHostToDevice),
+            "copying the engine's weights to " + device_.to_string());
+  }
   const void* slot_ptr(int slot) const override {
     return static_cast<const std::byte*>(base_.data()) + slots_[slot].first;
   }
@@ -113,6 +119,7 @@ class CudaSlots final : public DeviceSlots {
  private:
   Device device_;
   std::vector<std::pair<int64_t, int64_t>> slots_;  // offset, bytes
+  size_t blob_size_ = 0;
   Buffer base_;
 };
 
