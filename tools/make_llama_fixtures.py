@@ -31,6 +31,8 @@ COMMON = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_ke
               intermediate_size=128, vocab_size=256, max_position_embeddings=256,
               initializer_range=0.25, rms_norm_eps=1e-5)
 
+GPU_SHAPE = dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, _bf16=True)
+
 MODELS = {
     # Llama 2 style with grouped-query attention, untied head, plain rope.
     "llama_gqa": (LlamaConfig, LlamaForCausalLM, dict(rope_theta=10000.0), 11),
@@ -49,6 +51,15 @@ MODELS = {
     # checkpoint under 1 MB).
     "mixtral": (MixtralConfig, MixtralForCausalLM, dict(
         num_local_experts=4, num_experts_per_tok=2, intermediate_size=64, rope_theta=10000.0), 16),
+    # GPU-shaped twins (head_dim 64, what the CUDA attention kernels take), stored in bf16: their
+    # weights are bf16 from the start, so the goldens are those of the bf16 weights.
+    "gpu_llama3": (LlamaConfig, LlamaForCausalLM, dict(
+        GPU_SHAPE, tie_word_embeddings=True, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}), 23),
+    "gpu_qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(GPU_SHAPE, rope_theta=1000000.0), 24),
+    "gpu_mistral": (MistralConfig, MistralForCausalLM, dict(
+        GPU_SHAPE, sliding_window=4, rope_theta=10000.0), 25),
 }
 # The smallest gap allowed between the k-th and (k+1)-th router probability of any token: a
 # closer pair could swap under another summation order and route the token elsewhere.
@@ -83,6 +94,8 @@ def router_margin(model, prompts):
 
 def make(name, config_cls, model_cls, extra, seed):
     torch.manual_seed(seed)
+    extra = dict(extra)
+    bf16_weights = extra.pop("_bf16", False)
     config = config_cls(**{**COMMON, **extra})
     config._attn_implementation = "eager"
     moe = getattr(config, "num_local_experts", 0) > 0
@@ -95,8 +108,20 @@ def make(name, config_cls, model_cls, extra, seed):
                 p.add_(torch.randn_like(p) * 0.1)
             if n.endswith(".bias"):
                 p.normal_(0, 0.1)
+            if bf16_weights:
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
     out = os.path.join(OUT, name)
-    model.save_pretrained(out)
+    if bf16_weights:
+        # Not model.to(bfloat16): that would round the rotary inv_freq buffers too.
+        model.save_pretrained(out, state_dict={k: v.to(torch.bfloat16)
+                                               for k, v in model.state_dict().items()})
+        with open(os.path.join(out, "config.json")) as f:
+            saved = json.load(f)
+        saved["dtype"] = "bfloat16"
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(saved, f, indent=2, sort_keys=True)
+    else:
+        model.save_pretrained(out)
     os.remove(os.path.join(out, "generation_config.json"))  # bindery reads config.json only
     golden = {}
     with torch.no_grad():
