@@ -104,11 +104,12 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
-// Decode steps replayed as captured graphs (one per 256-position bucket: 300 steps cross one)
-// compute what node-by-node launches do.
+// Decode steps replayed as captured graphs (one per 256-position bucket: 300 steps cross one,
+// and the second bucket is capped at the cache's 320 positions) compute what node-by-node
+// launches do.
 TEST(CudaEngine, CapturedDecodeStepsEqualLaunchedOnes) {
   REQUIRE_GPU();
-  auto engine = cuda_engine("models/bible-llama");
+  auto engine = cuda_engine("models/bible-llama", {.max_seq_len = 320});
   const SamplingConfig sampling{.max_new_tokens = 300, .temperature = 0.9f, .seed = 5};
   const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 23}, {1, 77, 13, 8, 2}};
   setenv("BINDERY_CUDA_GRAPHS", "0", 1);

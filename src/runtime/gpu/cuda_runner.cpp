@@ -379,7 +379,9 @@ class CudaRunner final : public DeviceRunner {
   Buffer batch_buffer_;
   cuda::SeqBatchView batch_;
   bool decode_only_ = false;
-  std::vector<int> run_slots_;  // the cache slot of each of the run's sequences
+  int longest_context_ = 0;      // this run's longest sequence, in positions
+  int max_cache_len_ = INT_MAX;  // the shortest KV cache (max_seq_len) of the plan
+  std::vector<int> run_slots_;   // the cache slot of each of the run's sequences
   Buffer workspace_;
   // Fusion plan (plan_fusions) and per-run aliasing.
   std::vector<int> last_use_;        // per tensor: last node reading it (INT_MAX: an output)
@@ -416,6 +418,10 @@ void CudaRunner::plan_fusions() {
     for (int t : g.nodes[i].outputs) producer[t] = static_cast<int>(i);
   }
   for (int t : g.outputs) last_use_[t] = INT_MAX;
+  for (const GraphNode& n : g.nodes)
+    if (n.type == LayerType::kATTENTION)
+      max_cache_len_ = std::min<int>(
+          max_cache_len_, static_cast<int>(std::get<AttentionParams>(n.params).max_seq_len));
   skip_.assign(nodes, false);
   fused_add_.assign(nodes, -1);
   silu_mul_input_.assign(nodes, -1);
@@ -545,7 +551,10 @@ void CudaRunner::prepare_batch(const std::vector<Segment>& segs) {
   // Decode attention sizes its grid by the longest context; rounded up to a bucket, the
   // launch (and a captured graph of the step) stays the same for 256 steps. The kernels read
   // each sequence's real length from context_lens.
-  if (decode_only_) max_len = (max_len + kCONTEXT_BUCKET - 1) / kCONTEXT_BUCKET * kCONTEXT_BUCKET;
+  longest_context_ = max_len;
+  if (decode_only_)
+    max_len = std::min(max_cache_len_,
+                       (max_len + kCONTEXT_BUCKET - 1) / kCONTEXT_BUCKET * kCONTEXT_BUCKET);
   batch_ = {b, dev, dev + b + 1, dev + 2 * b + 1, max_len, max_new};
 }
 
@@ -856,8 +865,8 @@ void CudaRunner::launch_node(const GraphNode& n, size_t index) {
                   static_cast<int>(p.num_kv_heads),
                   static_cast<int>(p.head_dim)};
       }
-      check(batch_.max_context_len <= p.max_seq_len, ErrorCode::kINVALID_ARGUMENT,
-            node_text(n) + ": a sequence reaches " + std::to_string(batch_.max_context_len) +
+      check(longest_context_ <= p.max_seq_len, ErrorCode::kINVALID_ARGUMENT,
+            node_text(n) + ": a sequence reaches " + std::to_string(longest_context_) +
                 " positions, past the plan's max_seq_len " + std::to_string(p.max_seq_len));
       const int tokens = static_cast<int>(descs_[n.inputs[0]].dims[0]);
       cuda::SeqBatchView batch = batch_;
