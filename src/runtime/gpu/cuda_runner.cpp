@@ -339,9 +339,39 @@ class CudaRunner final : public DeviceRunner {
   void launch_graph();
   void launch_node(const GraphNode& n, size_t index);
   void plan_fusions();
+  void plan_fusion_patterns();
   // A view of `offset_bytes` into tensor `from`'s storage instead of a buffer of its own.
   void alias(int t, int from, int64_t offset_bytes = 0) {
     data_[t] = static_cast<std::byte*>(data_[from]) + offset_bytes;
+    view_[t] = true;
+    storage_of_[t] = storage_of_[from];
+    if (storage_of_[t] >= 0)
+      storage_until_[storage_of_[t]] = std::max(storage_until_[storage_of_[t]], free_after_[t]);
+  }
+  // Storage for activation `t` from the pool: the smallest free buffer that fits, or a new one.
+  void own_storage(int t) {
+    const size_t need = static_cast<size_t>(dtype_bytes(descs_[t].dtype, volume(descs_[t].dims)));
+    int best = -1;
+    for (size_t p = 0; p < pool_.size(); ++p)
+      if (storage_until_[p] < 0 && pool_size_[p] >= need &&
+          (best < 0 || pool_size_[p] < pool_size_[best]))
+        best = static_cast<int>(p);
+    if (best < 0) {
+      best = static_cast<int>(pool_.size());
+      pool_.emplace_back();
+      pool_size_.push_back(need);
+      storage_until_.push_back(-1);
+      pool_.back().reserve(need, graph().tensors[t].name);
+    }
+    data_[t] = pool_[best].data();
+    view_[t] = false;
+    storage_of_[t] = best;
+    storage_until_[best] = std::max(free_after_[t], 0);
+  }
+  // After node `index`: storage no later node reads goes back to the pool.
+  void release_storage(size_t index) {
+    for (int& until : storage_until_)
+      if (until >= 0 && until <= static_cast<int>(index)) until = -1;
   }
   // Whether node `index` is the last reader of activation `t` (its storage may be reused).
   bool last_reader(int t, size_t index) const {
@@ -384,7 +414,14 @@ class CudaRunner final : public DeviceRunner {
   std::vector<int> run_slots_;   // the cache slot of each of the run's sequences
   Buffer workspace_;
   // Fusion plan (plan_fusions) and per-run aliasing.
-  std::vector<int> last_use_;        // per tensor: last node reading it (INT_MAX: an output)
+  std::vector<int> last_use_;    // per tensor: last node reading it (INT_MAX: an output)
+  std::vector<int> free_after_;  // per tensor: last node reading it, fused readers included
+  // Activation storage, reused by liveness: tensors live from their node to free_after_.
+  std::vector<Buffer> pool_;
+  std::vector<size_t> pool_size_;
+  std::vector<int> storage_until_;   // per pool buffer: last node needing it, -1 when free
+  std::vector<int> storage_of_;      // per tensor: its pool buffer (-1: input, weight, none)
+  std::vector<bool> view_;           // per tensor: a view into another tensor's storage
   std::vector<bool> is_input_;       // per tensor: a network input
   std::vector<bool> skip_;           // per node: runs inside another node
   std::vector<int> fused_add_;       // per rmsnorm node: the residual add it runs, or -1
@@ -406,6 +443,21 @@ class CudaRunner final : public DeviceRunner {
 };
 
 void CudaRunner::plan_fusions() {
+  plan_fusion_patterns();
+  // A fused node reads what its skipped parts read: their inputs live until it runs.
+  const Graph& g = graph();
+  free_after_ = last_use_;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    std::vector<int> reads;
+    if (fused_add_[i] >= 0) reads = g.nodes[fused_add_[i]].inputs;
+    if (silu_mul_input_[i] >= 0) reads.push_back(silu_mul_input_[i]);
+    for (int t : reads)
+      if (t >= 0 && free_after_[t] != INT_MAX)
+        free_after_[t] = std::max(free_after_[t], static_cast<int>(i));
+  }
+}
+
+void CudaRunner::plan_fusion_patterns() {
   const Graph& g = graph();
   const size_t nodes = g.nodes.size(), tensors = g.tensors.size();
   last_use_.assign(tensors, -1);
@@ -609,6 +661,9 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
     descs_.assign(g.tensors.size(), {});
     data_.assign(g.tensors.size(), nullptr);
     buffers_.resize(g.tensors.size());
+    storage_of_.assign(g.tensors.size(), -1);
+    view_.assign(g.tensors.size(), false);
+    std::fill(storage_until_.begin(), storage_until_.end(), -1);
   }
   for (int t : g.inputs) {
     const Weights& w = inputs.at(t);
@@ -666,6 +721,7 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
           descs_[t] = d;
         }
         if (!skip_[node_index]) prepare_node(n, node_index);
+        release_storage(node_index);
       }
       if (skip_[node_index]) continue;  // runs inside the node that consumes its output
       launch_node(n, node_index);
@@ -714,11 +770,6 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
 // Depends only on the run's shapes, so runs of the same shapes skip it (replay).
 void CudaRunner::prepare_node(const GraphNode& n, size_t index) {
   const int out = n.outputs[0];
-  const auto own_buffer = [&](int t) {
-    data_[t] = buffers_[t].reserve(
-        static_cast<size_t>(dtype_bytes(descs_[t].dtype, volume(descs_[t].dims))),
-        graph().tensors[t].name);
-  };
   if (n.type == LayerType::kSLICE) {
     const Dims& in = descs_[n.inputs[0]].dims;
     const auto& p = std::get<SliceParams>(n.params);
@@ -737,15 +788,15 @@ void CudaRunner::prepare_node(const GraphNode& n, size_t index) {
     // The sum goes over the operand read for the last time; the other is the kernel's x.
     const bool into_a = last_reader(add.inputs[0], static_cast<size_t>(fused_add_[index]));
     alias(add.outputs[0], into_a ? add.inputs[0] : add.inputs[1]);
-    own_buffer(out);
+    own_storage(out);
   } else {
-    own_buffer(out);
+    own_storage(out);
   }
 }
 
 void CudaRunner::launch_node(const GraphNode& n, size_t index) {
   const int out = n.outputs[0];
-  if (n.type == LayerType::kSLICE && data_[out] != buffers_[out].data()) return;  // a view
+  if (n.type == LayerType::kSLICE && view_[out]) return;  // a view: nothing to copy
   if (n.type == LayerType::kRMSNORM && fused_add_[index] >= 0) {
     const GraphNode& add = graph().nodes[fused_add_[index]];
     const bool into_a = last_reader(add.inputs[0], static_cast<size_t>(fused_add_[index]));
