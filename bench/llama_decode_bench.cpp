@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
   // Step 1 ends with the prefill's token; each later step is one decode.
   const double prefill_s = seconds(start, steps.front());
   const double decode_s = seconds(steps.front(), steps.back());
+  const auto decode_tokens = static_cast<int64_t>(steps.size()) - 1;
+  gen.set_progress(nullptr);  // the prefill runs below are not decode steps
   double prefill_long_s = 0;
   if (prefill > 0) {  // time to the first token of a `prefill`-token prompt, best of 3
     std::vector<int32_t> ids(1, 1);
@@ -92,9 +94,9 @@ int main(int argc, char** argv) {
       {"gpu_memory_in_use_gb", memory_after < 0 ? -1.0 : memory_after / 1e9},
       {"gpu_memory_engine_gb", memory_after < 0 ? -1.0 : (memory_after - memory_before) / 1e9},
       {"prefill_s", prefill_s},
-      {"decode_tokens", steps.size() - 1},
+      {"decode_tokens", decode_tokens},
       {"decode_s", decode_s},
-      {"decode_tok_s", (steps.size() - 1) / decode_s},
+      {"decode_tok_s", decode_tokens / decode_s},
       {"threads", num_threads()},
       {"dtype", dtype_name(dtype)}};
   std::printf("%s\n", j.dump().c_str());
