@@ -14,6 +14,7 @@
 #include "bindery/error.h"
 #include "bindery/models/generation.h"
 #include "bindery/models/llama.h"
+#include "common/gpu_util.h"
 #include "core/device_memory.h"
 #include "models/generation_util.h"
 #include "models/golden_util.h"
@@ -24,10 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 using testing::max_abs_diff;
 const fs::path kSOURCE = BINDERY_SOURCE_DIR;
-
-#define REQUIRE_GPU()    \
-  if (!cuda_available()) \
-  GTEST_SKIP() << "no GPU here (" << cuda_unavailable_reason() << "): GPU test skipped"
 
 std::unique_ptr<Engine> cuda_engine(const char* model, LlamaBuildOptions options = {}) {
   if (!options.dtype) options.dtype = DataType::kBF16;

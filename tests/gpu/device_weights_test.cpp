@@ -3,14 +3,11 @@
 
 #include "bindery/refitter.h"
 #include "common/engine_util.h"
+#include "common/gpu_util.h"
 #include "core/device_memory.h"
 
 namespace bindery::testing {
 namespace {
-
-#define REQUIRE_GPU()    \
-  if (!cuda_available()) \
-  GTEST_SKIP() << "no GPU here (" << cuda_unavailable_reason() << "): GPU test skipped"
 
 TEST(DeviceWeights, RefitFromDeviceViewsEqualsRefitFromHost) {
   REQUIRE_GPU();
