@@ -4,9 +4,10 @@
 // An Engine owns the slots (weights in their final layout) of one plan on one device. Slots
 // never move: a refit rewrites them in place, so every ExecutionContext, created before or
 // after, sees the weights of the latest completed refit. An engine may have many contexts;
-// each context owns its activations and may run concurrently with other contexts. Running a
-// context while a refit of the same engine is applied is the caller's to order (use one
-// Stream, or synchronize).
+// each context owns its activations and may run concurrently with other contexts. A refit may
+// be applied from another thread while contexts run: its commit waits for running contexts
+// and holds new runs off until every slot is written, so each run sees one weights version
+// (ExecutionContext::last_run_weights_version), all old or all new.
 
 #include <cstdint>
 #include <memory>
@@ -102,6 +103,10 @@ class ExecutionContext {
   void reset_sequence(int64_t seq_id);
   /// Positions the cache holds for `seq_id` (0 for an unknown sequence).
   int64_t sequence_length(int64_t seq_id) const;
+  /// The engine's weights_version() during the last run: a run holds the weights of one
+  /// version throughout (a refit from another thread waits for running contexts, and runs
+  /// wait for a refit's commit), so outputs are all old or all new, never a mix.
+  uint64_t last_run_weights_version() const;
   /// Result of the last run: a view into context-owned memory, valid until the next run.
   Weights output(const std::string& name) const;
   /// A tensor marked with Network::mark_debug, as of the last run.

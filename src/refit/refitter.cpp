@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "bindery/error.h"
@@ -249,8 +250,10 @@ struct Refitter::Impl {
     }
   }
 
-  // Cannot fail: every check ran in stage().
+  // Cannot fail: every check ran in stage(). Waits for running contexts (they hold the
+  // weights shared) and holds runs off until every slot is written.
   void commit(Staged& staged) {
+    const std::unique_lock<std::shared_mutex> weights(eng().weights_mutex);
     std::vector<Write>& writes = staged.writes;
     // Whole-slot copies first, as one parallel loop; then regions on top of staged slots.
     std::vector<CopyTask> whole, contiguous_regions;

@@ -2,6 +2,7 @@
 // Engine internals shared by the engine, its contexts and the refitter.
 
 #include <atomic>
+#include <shared_mutex>
 #include <vector>
 
 #include "bindery/engine.h"
@@ -15,6 +16,9 @@ struct Engine::Impl {
   HostTensor arena;               // all slots, at their blob offsets; never reallocated
   std::vector<bool> slot_filled;  // false for slots a stripped plan left empty
   std::atomic<uint64_t> version{0};
+  // Runs hold it shared, a refit's commit exclusively: a run sees the weights of one version
+  // only, never some slots old and some new (refit while serving).
+  mutable std::shared_mutex weights_mutex;
   // CUDA engines: the slots in device memory, a copy of `arena` (which refits write first).
   std::unique_ptr<DeviceSlots> device_slots;
 

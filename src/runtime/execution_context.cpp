@@ -18,6 +18,7 @@ struct ExecutionContext::Impl {
   std::vector<void*> data;               // per tensor, of the last run
   cpu::KvCache kv_cache;                 // attention layers' keys and values, across runs
   Communicator* communicator = nullptr;  // borrowed; runs collective layers
+  uint64_t weights_version = 0;          // of the last run
   std::unique_ptr<DeviceRunner> device;  // CUDA engines: runs the graph on the GPU
   bool ran = false;
 
@@ -75,6 +76,8 @@ void ExecutionContext::set_input(const std::string& name, const Weights& view) {
 
 void ExecutionContext::Impl::run() {
   Engine::Impl& e = *engine->impl_;
+  const std::shared_lock<std::shared_mutex> weights(e.weights_mutex);
+  weights_version = e.version.load();
   const auto missing = e.empty_slots();
   check(missing.empty(), ErrorCode::kMISSING_WEIGHTS,
         "the engine still misses weights for " + std::to_string(missing.size()) +
@@ -161,6 +164,11 @@ void ExecutionContext::Impl::run_collective(const GraphNode& n, const cpu::Tenso
 }
 
 void ExecutionContext::execute() { impl_->run(); }
+
+uint64_t ExecutionContext::last_run_weights_version() const {
+  check(impl_->ran, ErrorCode::kINVALID_ARGUMENT, "no run yet");
+  return impl_->weights_version;
+}
 
 void ExecutionContext::set_communicator(Communicator* communicator) {
   impl_->communicator = communicator;
