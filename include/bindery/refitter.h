@@ -64,6 +64,22 @@ class Refitter {
   /// Slots rewritten by the last refit.
   int last_refit_slots() const;
 
+  // ---- delta refit ----
+  /// With `on`, refit() hashes every set source (hash64 of its bytes; whole sources in host or
+  /// device memory) and skips those whose hash equals what the engine last applied for that
+  /// name, for trainers that change only some layers (frozen embeddings, LoRA merges). The
+  /// engine knows a source's hash once a delta refit has applied it (or, in REFIT_IDENTICAL
+  /// plans, from the build); slots whose sources are all skipped are not touched. Off by
+  /// default: hashing costs a read of every set source (last_refit_stats says how long).
+  void set_skip_unchanged(bool on);
+  struct Stats {
+    int64_t sources_set = 0;      // weights given to the refit
+    int64_t sources_skipped = 0;  // unchanged, not applied (delta refit)
+    int64_t bytes_hashed = 0;
+    double hash_seconds = 0;
+  };
+  const Stats& last_refit_stats() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -11,10 +11,13 @@
 #include "bindery/refitter.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 
 #include "bindery/error.h"
 #include "core/device_memory.h"
@@ -42,6 +45,8 @@ struct Write {
 
 struct Staged {
   std::vector<Write> writes;
+  std::map<std::string, uint64_t> hashes;  // delta refit: what the engine then holds
+  std::vector<std::string> applied;        // every source this refit writes
   std::vector<HostTensor> host_copies;  // device views brought to the host; regions may point here
 };
 
@@ -51,6 +56,9 @@ struct Refitter::Impl {
   Engine& engine;
   std::map<std::string, Weights> pending;
   std::map<std::string, SourceBlock> blocks;  // pending names set as a block only
+  bool skip_unchanged = false;
+  Stats stats;
+  std::map<std::string, uint64_t> applied_hashes;  // delta refit: hashes of this refit's sources
   std::map<std::string, std::vector<int>> slots_of_source;
   int last_slots = 0;
 
@@ -167,6 +175,8 @@ struct Refitter::Impl {
                                                    " (see Refitter::missing_weights)");
     }
     Staged staged;
+    staged.hashes = applied_hashes;
+    for (const auto& [name, w] : pending) staged.applied.push_back(name);
     const auto views = host_views(staged.host_copies);
     std::vector<Write>& writes = staged.writes;
     for (int i : affected()) {
@@ -250,6 +260,63 @@ struct Refitter::Impl {
     }
   }
 
+  // Delta refit: hashes every set whole source and drops from `pending` those the engine
+  // already holds, unless a slot that cannot be refit partially needs them beside a changed
+  // source. Records the hashes to keep once the refit commits.
+  void drop_unchanged() {
+    stats = {};
+    stats.sources_set = static_cast<int64_t>(pending.size());
+    applied_hashes.clear();
+    if (!skip_unchanged) return;
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::pair<std::string, Weights>> whole;
+    for (const auto& [name, w] : pending)
+      if (!blocks.count(name)) whole.emplace_back(name, w);
+    std::vector<uint64_t> hashes(whole.size());
+    std::vector<std::exception_ptr> errors(whole.size());
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = 0; i < whole.size(); ++i) {
+      try {
+        const Weights& w = whole[i].second;
+        if (w.on_host()) {
+          hashes[i] = hash64(w.values, static_cast<size_t>(w.size_bytes()));
+        } else {
+          HostTensor copy(w.dtype, w.shape);
+          copy_device_to_host(w, copy.data(), "weights '" + whole[i].first + "'");
+          hashes[i] = hash64(copy.data(), static_cast<size_t>(copy.size_bytes()));
+        }
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    }
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    std::set<std::string> unchanged;
+    {
+      const std::shared_lock<std::shared_mutex> lock(eng().weights_mutex);
+      for (size_t i = 0; i < whole.size(); ++i) {
+        stats.bytes_hashed += whole[i].second.size_bytes();
+        applied_hashes[whole[i].first] = hashes[i];
+        auto it = eng().source_hashes.find(whole[i].first);
+        if (it != eng().source_hashes.end() && it->second == hashes[i])
+          unchanged.insert(whole[i].first);
+      }
+    }
+    for (const std::string& name : unchanged) {
+      bool skippable = true;
+      for (int slot : slots_of_source.at(name)) {
+        if (partial_ok(slot)) continue;
+        for (const auto& n : meta().slots[slot].recipe.sources)
+          skippable = skippable && (!pending.count(n) || unchanged.count(n));
+      }
+      if (!skippable) continue;
+      pending.erase(name);
+      ++stats.sources_skipped;
+    }
+    stats.hash_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
   // Cannot fail: every check ran in stage(). Waits for running contexts (they hold the
   // weights shared) and holds runs off until every slot is written.
   void commit(Staged& staged) {
@@ -285,6 +352,14 @@ struct Refitter::Impl {
     if (eng().device_slots)  // CUDA engines: the host slots are the staging copy
       for (const Write& w : writes) eng().device_slots->upload(w.slot, eng().slot_ptr(w.slot));
     last_slots = static_cast<int>(writes.size());
+    // A source applied without its hash (a block, or no delta refit) leaves no stale one.
+    for (const std::string& name : staged.applied) {
+      auto it = staged.hashes.find(name);
+      if (it != staged.hashes.end())
+        eng().source_hashes[name] = it->second;
+      else
+        eng().source_hashes.erase(name);
+    }
     ++eng().version;
   }
 };
@@ -371,14 +446,32 @@ HostTensor Refitter::get_named_weights(const std::string& name) const {
 }
 
 void Refitter::refit() {
-  Staged staged = impl_->stage();
-  impl_->commit(staged);
+  const auto saved = impl_->pending;
+  try {
+    impl_->drop_unchanged();
+    Staged staged = impl_->stage();
+    impl_->commit(staged);
+  } catch (...) {
+    impl_->pending = saved;  // a failed refit leaves what was set as it was
+    throw;
+  }
   impl_->pending.clear();
   impl_->blocks.clear();
 }
 
+void Refitter::set_skip_unchanged(bool on) { impl_->skip_unchanged = on; }
+const Refitter::Stats& Refitter::last_refit_stats() const { return impl_->stats; }
+
 void Refitter::refit_async(Stream& stream) {
-  auto staged = std::make_shared<Staged>(impl_->stage());
+  const auto saved = impl_->pending;
+  std::shared_ptr<Staged> staged;
+  try {
+    impl_->drop_unchanged();
+    staged = std::make_shared<Staged>(impl_->stage());
+  } catch (...) {
+    impl_->pending = saved;
+    throw;
+  }
   impl_->pending.clear();
   impl_->blocks.clear();
   stream.enqueue_host([impl = impl_.get(), staged] { impl->commit(*staged); });

@@ -54,6 +54,8 @@ std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
   if (impl->arena.size_bytes() > at)
     std::memset(arena + at, 0, static_cast<size_t>(impl->arena.size_bytes() - at));
   parallel_memcpy(copies);
+  for (const SourceWeight& sw : m.sources)
+    if (sw.identical_hash) impl->source_hashes[sw.name] = *sw.identical_hash;
   if (!device.is_cpu()) {
     impl->device_slots = make_device_slots(device, m);
     impl->device_slots->upload_all(arena);  // empty slots are zeros, as on the host

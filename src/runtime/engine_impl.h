@@ -2,7 +2,9 @@
 // Engine internals shared by the engine, its contexts and the refitter.
 
 #include <atomic>
+#include <map>
 #include <shared_mutex>
+#include <string>
 #include <vector>
 
 #include "bindery/engine.h"
@@ -19,6 +21,9 @@ struct Engine::Impl {
   // Runs hold it shared, a refit's commit exclusively: a run sees the weights of one version
   // only, never some slots old and some new (refit while serving).
   mutable std::shared_mutex weights_mutex;
+  // Delta refit: hash64 of the bytes last applied per source name (REFIT_IDENTICAL plans start
+  // with their build's hashes). Guarded by weights_mutex.
+  std::map<std::string, uint64_t> source_hashes;
   // CUDA engines: the slots in device memory, a copy of `arena` (which refits write first).
   std::unique_ptr<DeviceSlots> device_slots;
 
