@@ -66,9 +66,12 @@ struct PlanMetadata {
   std::vector<Slot> slots;
   std::vector<BuildReportEntry> report;
   uint64_t weights_version = 0;  // incremented by every refit of an engine saved into a plan
-  bool stripped = false;         // refittable slots have no data in the blob
-  bool refit_info = true;        // recipes and sources kept (SerializationOptions::include_refit)
-  int64_t blob_size = 0;         // bytes the blob needs (even when stripped)
+  /// The format the plan was read from (kPLAN_FORMAT_VERSION for one built in this process);
+  /// not stored in the metadata section: the file header carries it.
+  uint32_t format_version = kPLAN_FORMAT_VERSION;
+  bool stripped = false;   // refittable slots have no data in the blob
+  bool refit_info = true;  // recipes and sources kept (SerializationOptions::include_refit)
+  int64_t blob_size = 0;   // bytes the blob needs (even when stripped)
   /// Free-form facts about the model the plan was built from ("model.config": its config
   /// JSON, "model.family": "llama"), for the tools that run it.
   std::map<std::string, std::string> properties;

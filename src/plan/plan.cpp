@@ -229,6 +229,7 @@ Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
                                                 BuilderFlags{flags}.to_string() + ", found " +
                                                 image.meta.flags.to_string());
     plan_json::validate(image.meta, static_cast<int64_t>(image.weights_size));
+    image.meta.format_version = version;
   } catch (const Error& e) {
     rethrow_with_origin(e, origin);
   }

@@ -336,6 +336,15 @@ TEST(PlanErrors, NewerVersionIsRefusedAsSuch) {
   EXPECT_LOAD_ERROR(img, ErrorCode::kCORRUPT_FILE, "plan format 0 does not exist");
 }
 
+// An older format's plan loads and says which format it was read from (inspect shows it).
+TEST(PlanFormat, LoadedPlansRecordTheFormatTheyWereReadFrom) {
+  Bytes img = full_image();
+  EXPECT_EQ(Plan::from_memory(img).metadata().format_version, kPLAN_FORMAT_VERSION);
+  put32(img, 8, 2);
+  fix_checksums(img);
+  EXPECT_EQ(Plan::from_memory(img).metadata().format_version, 2u);
+}
+
 TEST(PlanErrors, HeaderFlagsMustMatchTheMetadata) {
   Bytes img = full_image();
   put32(img, 12, 1);

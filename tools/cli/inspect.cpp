@@ -80,7 +80,7 @@ json to_json(const Plan& plan, const std::string& path, size_t file_size) {
   json j;
   j["file"] = path;
   j["file_bytes"] = file_size;
-  j["format_version"] = kPLAN_FORMAT_VERSION;
+  j["format_version"] = m.format_version;
   j["flags"] = m.flags.to_string();
   j["stripped"] = m.stripped;
   j["refittable"] = m.refit_info;
