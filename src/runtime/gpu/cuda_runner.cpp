@@ -419,12 +419,17 @@ class CudaRunner final : public DeviceRunner {
   // Activation storage, reused by liveness: tensors live from their node to free_after_.
   std::vector<Buffer> pool_;
   std::vector<size_t> pool_size_;
-  std::vector<int> storage_until_;   // per pool buffer: last node needing it, -1 when free
-  std::vector<int> storage_of_;      // per tensor: its pool buffer (-1: input, weight, none)
-  std::vector<bool> view_;           // per tensor: a view into another tensor's storage
-  std::vector<bool> is_input_;       // per tensor: a network input
-  std::vector<bool> skip_;           // per node: runs inside another node
-  std::vector<int> fused_add_;       // per rmsnorm node: the residual add it runs, or -1
+  std::vector<int> storage_until_;  // per pool buffer: last node needing it, -1 when free
+  std::vector<int> storage_of_;     // per tensor: its pool buffer (-1: input, weight, none)
+  std::vector<bool> view_;          // per tensor: a view into another tensor's storage
+  std::vector<bool> is_input_;      // per tensor: a network input
+  std::vector<bool> skip_;          // per node: runs inside another node
+  // Per rmsnorm node: the residual add it runs (add = -1: none); the sum goes over `residual`,
+  // the operand the add reads for the last time, and `x` is the kernel's other input.
+  struct FusedAdd {
+    int add = -1, residual = -1, x = -1;
+  };
+  std::vector<FusedAdd> fused_add_;
   std::vector<int> silu_mul_input_;  // per mul node: the gate|up tensor it reads, or -1
   // Captured decode steps per context bucket (BINDERY_CUDA_GRAPHS=0 turns them off).
   struct GraphExecDeleter {
@@ -449,7 +454,7 @@ void CudaRunner::plan_fusions() {
   free_after_ = last_use_;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     std::vector<int> reads;
-    if (fused_add_[i] >= 0) reads = g.nodes[fused_add_[i]].inputs;
+    if (fused_add_[i].add >= 0) reads = {fused_add_[i].residual, fused_add_[i].x};
     if (silu_mul_input_[i] >= 0) reads.push_back(silu_mul_input_[i]);
     for (int t : reads)
       if (t >= 0 && free_after_[t] != INT_MAX)
@@ -475,7 +480,7 @@ void CudaRunner::plan_fusion_patterns() {
       max_cache_len_ = std::min<int>(
           max_cache_len_, static_cast<int>(std::get<AttentionParams>(n.params).max_seq_len));
   skip_.assign(nodes, false);
-  fused_add_.assign(nodes, -1);
+  fused_add_.assign(nodes, {});
   silu_mul_input_.assign(nodes, -1);
   const auto node_of = [&](int t, LayerType type) -> const GraphNode* {
     return t >= 0 && producer[t] >= 0 && g.nodes[producer[t]].type == type ? &g.nodes[producer[t]]
@@ -506,7 +511,8 @@ void CudaRunner::plan_fusion_patterns() {
         for (int t : g.nodes[k].inputs) adjacent = adjacent && t != add->outputs[0];
       if (!adjacent) continue;
       skip_[add_index] = true;
-      fused_add_[i] = static_cast<int>(add_index);
+      const bool into_a = last_reader(a, add_index);
+      fused_add_[i] = {static_cast<int>(add_index), into_a ? a : b, into_a ? b : a};
     } else if (n.type == LayerType::kELEMENTWISE &&
                std::get<ElementwiseParams>(n.params).op == ElementwiseOp::kPROD) {
       // silu(slice(X, [0, F))) * slice(X, [F, 2F)) over a fused gate|up X.
@@ -783,11 +789,8 @@ void CudaRunner::prepare_node(const GraphNode& n, size_t index) {
   }
   if (n.type == LayerType::kROTARY && last_reader(n.inputs[0], index)) {
     alias(out, n.inputs[0]);  // rotated in place: nothing reads the unrotated values again
-  } else if (n.type == LayerType::kRMSNORM && fused_add_[index] >= 0) {
-    const GraphNode& add = graph().nodes[fused_add_[index]];
-    // The sum goes over the operand read for the last time; the other is the kernel's x.
-    const bool into_a = last_reader(add.inputs[0], static_cast<size_t>(fused_add_[index]));
-    alias(add.outputs[0], into_a ? add.inputs[0] : add.inputs[1]);
+  } else if (const FusedAdd& f = fused_add_[index]; f.add >= 0) {
+    alias(graph().nodes[f.add].outputs[0], f.residual);  // the sum, written over the residual
     own_storage(out);
   } else {
     own_storage(out);
@@ -797,14 +800,10 @@ void CudaRunner::prepare_node(const GraphNode& n, size_t index) {
 void CudaRunner::launch_node(const GraphNode& n, size_t index) {
   const int out = n.outputs[0];
   if (n.type == LayerType::kSLICE && view_[out]) return;  // a view: nothing to copy
-  if (n.type == LayerType::kRMSNORM && fused_add_[index] >= 0) {
-    const GraphNode& add = graph().nodes[fused_add_[index]];
-    const bool into_a = last_reader(add.inputs[0], static_cast<size_t>(fused_add_[index]));
-    const int residual = into_a ? add.inputs[0] : add.inputs[1];
-    const int x = into_a ? add.inputs[1] : add.inputs[0];
-    const int hidden = static_cast<int>(descs_[x].dims.back());
-    cuda::rms_norm(act_, ptr(x), data_[residual], ptr(n.inputs[1]), data_[out],
-                   static_cast<int>(count(x) / hidden), hidden,
+  if (const FusedAdd& f = fused_add_[index]; f.add >= 0) {
+    const int hidden = static_cast<int>(descs_[f.x].dims.back());
+    cuda::rms_norm(act_, ptr(f.x), data_[f.residual], ptr(n.inputs[1]), data_[out],
+                   static_cast<int>(count(f.x) / hidden), hidden,
                    std::get<NormParams>(n.params).epsilon, stream_);
     return;
   }
