@@ -18,6 +18,14 @@ std::string stored_text(const io::StoredTensor& t) {
   return std::string(io::element_type_name(t.dtype)) + to_string(t.shape);
 }
 
+// The stored tensor can become a weight of `desc`: same shape, float for float.
+void check_stored(const io::StoredTensor& t, const std::string& name, const TensorDesc& desc) {
+  const std::string what = "tensor '" + name + "' in " + t.file + " is " + stored_text(t) +
+                           "; the model expects " + to_string(desc);
+  check(t.shape == desc.dims, ErrorCode::kSHAPE_MISMATCH, what);
+  check(io::is_floating(t.dtype) == is_floating(desc.dtype), ErrorCode::kDTYPE_MISMATCH, what);
+}
+
 }  // namespace
 
 LlamaWeightSource::LlamaWeightSource(LlamaWeightSource&&) noexcept = default;
@@ -77,12 +85,7 @@ Weights LlamaWeightSource::weights(const std::string& name, const TensorDesc& de
     return keep.back().view();
   }
   const io::StoredTensor& t = reader_->tensor(name);
-  check(t.shape == desc.dims, ErrorCode::kSHAPE_MISMATCH,
-        "tensor '" + name + "' in " + t.file + " is " + stored_text(t) + "; the model expects " +
-            to_string(desc));
-  check(io::is_floating(t.dtype) == is_floating(desc.dtype), ErrorCode::kDTYPE_MISMATCH,
-        "tensor '" + name + "' in " + t.file + " is " + stored_text(t) + "; the model expects " +
-            to_string(desc));
+  check_stored(t, name, desc);
   if (io::to_data_type(t.dtype) == desc.dtype && t.is_contiguous()) return reader_->view(name);
   keep.push_back(reader_->read(name, desc.dtype));
   return keep.back().view();
@@ -96,9 +99,7 @@ Weights LlamaWeightSource::block(const std::string& name, const TensorDesc& desc
       meta_ || (gptq_ && is_gptq_weight(*reader_, name)) ? nullptr : &reader_->tensor(name);
   Weights whole;
   if (stored && stored->is_contiguous() && io::to_data_type(stored->dtype).has_value()) {
-    check(stored->shape == desc.dims, ErrorCode::kSHAPE_MISMATCH,
-          "tensor '" + name + "' in " + stored->file + " is " + stored_text(*stored) +
-              "; the model expects " + to_string(desc));
+    check_stored(*stored, name, desc);
     whole = reader_->view(name);  // nothing read yet: a mapping
   } else {
     whole = weights(name, desc, keep);  // made whole (Meta merge, dequantization, strides)
