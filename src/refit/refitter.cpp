@@ -260,6 +260,19 @@ struct Refitter::Impl {
     }
   }
 
+  // Runs `fn`; if it throws, what was set is set again (a delta refit drops unchanged
+  // sources from `pending` before staging), so a failed refit leaves the refitter as it was.
+  template <class Fn>
+  auto keeping_pending_on_failure(Fn fn) {
+    const auto saved = pending;
+    try {
+      return fn();
+    } catch (...) {
+      pending = saved;
+      throw;
+    }
+  }
+
   // Delta refit: hashes every set whole source and drops from `pending` those the engine
   // already holds, unless a slot that cannot be refit partially needs them beside a changed
   // source. Records the hashes to keep once the refit commits.
@@ -446,15 +459,11 @@ HostTensor Refitter::get_named_weights(const std::string& name) const {
 }
 
 void Refitter::refit() {
-  const auto saved = impl_->pending;
-  try {
+  impl_->keeping_pending_on_failure([&] {
     impl_->drop_unchanged();
     Staged staged = impl_->stage();
     impl_->commit(staged);
-  } catch (...) {
-    impl_->pending = saved;  // a failed refit leaves what was set as it was
-    throw;
-  }
+  });
   impl_->pending.clear();
   impl_->blocks.clear();
 }
@@ -463,15 +472,10 @@ void Refitter::set_skip_unchanged(bool on) { impl_->skip_unchanged = on; }
 const Refitter::Stats& Refitter::last_refit_stats() const { return impl_->stats; }
 
 void Refitter::refit_async(Stream& stream) {
-  const auto saved = impl_->pending;
-  std::shared_ptr<Staged> staged;
-  try {
+  auto staged = impl_->keeping_pending_on_failure([&] {
     impl_->drop_unchanged();
-    staged = std::make_shared<Staged>(impl_->stage());
-  } catch (...) {
-    impl_->pending = saved;
-    throw;
-  }
+    return std::make_shared<Staged>(impl_->stage());
+  });
   impl_->pending.clear();
   impl_->blocks.clear();
   stream.enqueue_host([impl = impl_.get(), staged] { impl->commit(*staged); });
