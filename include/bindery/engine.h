@@ -57,7 +57,8 @@ class Engine {
   uint64_t weights_version() const;
   /// hash64 of slot `i`'s bytes as the engine holds them now (computed on demand).
   uint64_t slot_checksum(int i) const;
-  /// Host view of slot `i` (CPU engines); read-only to callers.
+  /// View of slot `i` where the engine keeps it: host memory for CPU engines, device memory
+  /// for CUDA engines (which hold no host copy). Read-only to callers.
   Weights slot_view(int i) const;
 
   /// The plan of the engine as it is now (after refits), for saving.

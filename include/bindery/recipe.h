@@ -85,6 +85,12 @@ std::optional<RecipeRegion> recipe_direct_region(const Recipe& r,
                                                  std::span<const TensorDesc> sources,
                                                  int source_index);
 
+/// As recipe_direct_region, for a source that is cast once on its way into the slot (a float
+/// checkpoint into a bf16 engine): where it lands, converted to the slot's dtype. nullopt when
+/// it lands unchanged (recipe_direct_region) or through anything but exactly one cast.
+std::optional<RecipeRegion> recipe_cast_region(const Recipe& r, std::span<const TensorDesc> sources,
+                                               int source_index);
+
 /// A block of a source weight along one axis: rows [start, start + length) of dim `axis`.
 struct SourceBlock {
   int axis = 0;

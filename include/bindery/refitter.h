@@ -6,6 +6,13 @@
 // refit leaves the engine bit-for-bit as it was. Views passed to set_named_weights are
 // borrowed until refit()/refit_async() has consumed them (refit_async: until the stream ran it).
 // Not thread-safe; one refitter per engine at a time.
+//
+// CUDA engines keep their slots in device memory only. Their refit copies each source straight
+// into its slot region: device views device-to-device (casts run on the GPU), pinned host views
+// by DMA on several streams, pageable host views (a checkpoint's memory map, a HostTensor)
+// through a ring of pinned staging buffers that many threads fill while earlier chunks are in
+// flight. Recipes the GPU does not run (transposes, folded batch norms) are evaluated on the
+// host and uploaded. RefitStaging says how a failure mid-transfer is kept from half-applying.
 
 #include <cstdint>
 #include <optional>
@@ -17,6 +24,21 @@
 #include "bindery/weights.h"
 
 namespace bindery {
+
+/// How a CUDA engine's refit keeps a failure from leaving some slots new and some old (CPU
+/// engines always stage in host memory, as the class comment says).
+enum class RefitStaging {
+  /// Default. Every source is checked before the first slot is written (dtype, shape, and for
+  /// device views that the whole range lies in one allocation of the engine's device), then
+  /// sources are copied straight into the slots: no extra memory. Runs of the engine wait for
+  /// the whole transfer. A failure of the copy itself (a device fault) can leave the slots
+  /// partly written: the refit then throws kDEVICE saying so.
+  kVALIDATE_FIRST,
+  /// Sources are copied into spare device memory first (as many bytes as the rewritten slots),
+  /// then into the slots by one device-to-device pass: any failure before that pass leaves the
+  /// engine untouched, and runs wait only for the pass (milliseconds for an 8B model).
+  kDEVICE_COPY,
+};
 
 class Refitter {
  public:
@@ -63,6 +85,8 @@ class Refitter {
   void refit_async(Stream& stream);
   /// Slots rewritten by the last refit.
   int last_refit_slots() const;
+  /// CUDA engines: see RefitStaging (kVALIDATE_FIRST unless set).
+  void set_staging(RefitStaging staging);
 
   // ---- delta refit ----
   /// With `on`, refit() hashes every set source (hash64 of its bytes; whole sources in host or
@@ -77,6 +101,8 @@ class Refitter {
     int64_t sources_skipped = 0;  // unchanged, not applied (delta refit)
     int64_t bytes_hashed = 0;
     double hash_seconds = 0;
+    int64_t bytes_written = 0;  // slot bytes rewritten
+    double seconds = 0;         // the whole refit (refit_async: until its work was queued)
   };
   const Stats& last_refit_stats() const;
 

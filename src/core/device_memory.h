@@ -17,6 +17,11 @@ bool cuda_available();
 /// Why cuda_available() is false ("this build has no CUDA support", "no CUDA device: ...").
 std::string cuda_unavailable_reason();
 
+/// Throws Error(kDEVICE) naming `what` unless the device view `w` is device memory of
+/// `w.location` whose whole range [values, values + size_bytes()) lies inside one allocation,
+/// so a copy from it cannot fault part-way.
+void check_device_view(const Weights& w, const std::string& what);
+
 /// Copies the bytes of a device view into host memory `dst` (size_bytes() bytes). Throws
 /// Error(kDEVICE) naming `what` when the pointer is not device memory of `w.location`, or the
 /// copy fails.

@@ -405,6 +405,37 @@ std::optional<RecipeRegion> recipe_direct_region(const Recipe& r,
   return std::nullopt;
 }
 
+std::optional<RecipeRegion> recipe_cast_region(const Recipe& r, std::span<const TensorDesc> sources,
+                                               int source_index) {
+  if (r.steps.empty() || !recipe_is_separable(r)) return std::nullopt;
+  int casts = 0;
+  const auto peel = [&](int step) {
+    while (r.steps[step].op == RecipeOp::kCAST) {
+      ++casts;
+      step = r.steps[step].args[0];
+    }
+    return step;
+  };
+  const int root = peel(static_cast<int>(r.steps.size()) - 1);
+  const auto is_this_source = [&](int step) {
+    return r.steps[step].op == RecipeOp::kSOURCE && r.steps[step].args[0] == source_index;
+  };
+  // Two casts in a row round twice, which one conversion of the source would not.
+  if (is_this_source(root)) return casts == 1 ? std::optional(RecipeRegion{0, 0}) : std::nullopt;
+  if (r.steps[root].op != RecipeOp::kCONCAT) return std::nullopt;
+  const auto descs = step_descs(r, sources);
+  const int ax = norm_axis(r.steps[root].axis, descs[root].dims.size());
+  int64_t offset = 0;
+  for (int a : r.steps[root].args) {
+    const int before = casts;
+    if (is_this_source(peel(a)))
+      return casts == 1 ? std::optional(RecipeRegion{ax, offset}) : std::nullopt;
+    casts = before;
+    offset += descs[a].dims[ax];
+  }
+  return std::nullopt;
+}
+
 std::optional<SourceBlock> recipe_source_block(const Recipe& r, int source_index) {
   std::optional<SourceBlock> block;
   for (size_t i = 0; i < r.steps.size(); ++i) {

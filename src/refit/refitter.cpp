@@ -31,10 +31,12 @@ namespace bindery {
 
 namespace {
 
-// A source copied unchanged into its region of a slot at commit (cannot fail).
+// A source copied unchanged into its region of a slot at commit (cannot fail). CUDA engines
+// also copy device sources that are only cast on the way, converting on the GPU.
 struct RegionCopy {
   Weights source;
   RecipeRegion region;
+  bool convert = false;  // to the slot's dtype
 };
 
 struct Write {
@@ -45,10 +47,25 @@ struct Write {
 
 struct Staged {
   std::vector<Write> writes;
+  RefitStaging staging = RefitStaging::kVALIDATE_FIRST;
   std::map<std::string, uint64_t> hashes;  // delta refit: what the engine then holds
   std::vector<std::string> applied;        // every source this refit writes
   std::vector<HostTensor> host_copies;  // device views brought to the host; regions may point here
 };
+
+// Elements before `axis` (how many separate runs a region along `axis` is made of).
+int64_t outer_rows(const Dims& d, int axis) {
+  int64_t outer = 1;
+  for (int k = 0; k < axis && k < static_cast<int>(d.size()); ++k) outer *= d[k];
+  return outer;
+}
+
+// Bytes of one index along `axis` of the slot (a row of the region).
+int64_t unit_bytes(const Slot& slot, int axis) {
+  const Dims& d = slot.desc.dims;
+  return slot.size_bytes / std::max<int64_t>(d.empty() ? 1 : d[axis], 1) /
+         std::max<int64_t>(outer_rows(d, axis), 1);
+}
 
 }  // namespace
 
@@ -57,6 +74,7 @@ struct Refitter::Impl {
   std::map<std::string, Weights> pending;
   std::map<std::string, SourceBlock> blocks;  // pending names set as a block only
   bool skip_unchanged = false;
+  RefitStaging staging = RefitStaging::kVALIDATE_FIRST;
   Stats stats;
   std::map<std::string, uint64_t> applied_hashes;  // delta refit: hashes of this refit's sources
   std::map<std::string, std::vector<int>> slots_of_source;
@@ -149,22 +167,6 @@ struct Refitter::Impl {
     return {m.begin(), m.end()};
   }
 
-  // Host views of every pending weight: device views are copied to the host first, so a
-  // failing copy aborts the refit before any slot is written.
-  std::map<std::string, Weights> host_views(std::vector<HostTensor>& copies) const {
-    std::map<std::string, Weights> views;
-    for (const auto& [name, w] : pending) {
-      if (w.on_host()) {
-        views[name] = w;
-        continue;
-      }
-      copies.emplace_back(w.dtype, w.shape);
-      copy_device_to_host(w, copies.back().data(), "weights '" + name + "'");
-      views[name] = copies.back().view();
-    }
-    return views;
-  }
-
   Staged stage() {
     const auto miss = missing();
     if (!miss.empty()) {
@@ -175,10 +177,22 @@ struct Refitter::Impl {
                                                    " (see Refitter::missing_weights)");
     }
     Staged staged;
+    staged.staging = staging;
     staged.hashes = applied_hashes;
     for (const auto& [name, w] : pending) staged.applied.push_back(name);
-    const auto views = host_views(staged.host_copies);
-    std::vector<Write>& writes = staged.writes;
+    const bool device = eng().on_device();
+    // Host views of pending weights, for what the host evaluates: device views are copied to
+    // the host once, so a failing copy aborts the refit before any slot is written.
+    std::map<std::string, Weights> host_cache;
+    const auto host_view = [&](const std::string& name) {
+      const Weights& w = pending.at(name);
+      if (w.on_host()) return w;
+      auto it = host_cache.find(name);
+      if (it != host_cache.end()) return it->second;
+      staged.host_copies.emplace_back(w.dtype, w.shape);
+      copy_device_to_host(w, staged.host_copies.back().data(), "weights '" + name + "'");
+      return host_cache[name] = staged.host_copies.back().view();
+    };
     for (int i : affected()) {
       const Slot& slot = meta().slots[i];
       const auto [recipe, descs] = effective(slot);
@@ -188,30 +202,58 @@ struct Refitter::Impl {
         // (identity recipes, concat parts) are copied there at commit; the others are evaluated
         // into a staged copy of the slot.
         for (size_t k = 0; k < recipe.sources.size(); ++k) {
-          auto it = views.find(recipe.sources[k]);
-          if (it == views.end()) continue;
+          const std::string& name = recipe.sources[k];
+          auto it = pending.find(name);
+          if (it == pending.end()) continue;
+          const Weights& src = it->second;
           if (auto region = recipe_direct_region(recipe, descs, static_cast<int>(k))) {
-            w.regions.push_back({it->second, *region});
+            w.regions.push_back({device || src.on_host() ? src : host_view(name), *region});
             continue;
           }
+          if (device && gpu_convertible(src, slot))
+            if (auto region = recipe_cast_region(recipe, descs, static_cast<int>(k));
+                region && outer_rows(slot.desc.dims, region->axis) == 1) {
+              w.regions.push_back({src, *region, true});
+              continue;
+            }
           // The old bytes matter only where some source keeps its current value.
           if (w.staged.empty())
-            w.staged = all_set(slot) ? HostTensor(slot.desc.dtype, slot.desc.dims)
-                                     : HostTensor::copy_of(engine.slot_view(i));
-          evaluate_recipe_region(recipe, descs, static_cast<int>(k), it->second, w.staged.data());
+            w.staged =
+                all_set(slot) ? HostTensor(slot.desc.dtype, slot.desc.dims) : eng().slot_to_host(i);
+          evaluate_recipe_region(recipe, descs, static_cast<int>(k), host_view(name),
+                                 w.staged.data());
         }
       } else {
         std::vector<Weights> args;
-        for (const auto& n : recipe.sources) args.push_back(views.at(n));
+        for (const auto& n : recipe.sources) args.push_back(host_view(n));
         w.staged = evaluate_recipe(recipe, args);
         check(w.staged.size_bytes() == slot.size_bytes, ErrorCode::kINTERNAL,
               "recipe of slot '" + slot.name + "' produced " +
                   std::to_string(w.staged.size_bytes()) + " bytes, slot has " +
                   std::to_string(slot.size_bytes));
       }
-      writes.push_back(std::move(w));
+      writes_bytes(w, slot);
+      staged.writes.push_back(std::move(w));
     }
     return staged;
+  }
+
+  // A device source the GPU can convert into a slot of this engine's device.
+  bool gpu_convertible(const Weights& src, const Slot& slot) const {
+    const auto float_like = [](DataType t) {
+      return t == DataType::kFLOAT || t == DataType::kBF16 || t == DataType::kHALF;
+    };
+    return !src.on_host() && src.location == eng().device && float_like(src.dtype) &&
+           float_like(slot.desc.dtype);
+  }
+
+  void writes_bytes(const Write& w, const Slot& slot) {
+    if (!w.staged.empty()) {
+      stats.bytes_written += slot.size_bytes;
+      return;
+    }
+    for (const RegionCopy& r : w.regions)
+      stats.bytes_written += dtype_bytes(slot.desc.dtype, r.source.count());
   }
 
   // Every check of set_named_weights against a source of `dims` (its full shape or a block).
@@ -244,6 +286,9 @@ struct Refitter::Impl {
               to_string(w.shape));
     check(w.values != nullptr || w.count() == 0, ErrorCode::kINVALID_ARGUMENT,
           "weights '" + name + "' have null values");
+    // A device view must lie wholly inside one allocation: a refit that trusts it (writing
+    // slots straight from it) then cannot fault half-way.
+    if (!w.on_host() && w.count() > 0) check_device_view(w, "weights '" + name + "'");
     if (whole && s.identical_hash) {
       HostTensor copy;
       const void* bytes = w.values;
@@ -330,11 +375,20 @@ struct Refitter::Impl {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
-  // Cannot fail: every check ran in stage(). Waits for running contexts (they hold the
-  // weights shared) and holds runs off until every slot is written.
+  // Applies what stage() prepared. Runs (which hold the weights shared) are waited for and
+  // held off while slots are written, so a run sees all old or all new weights.
   void commit(Staged& staged) {
+    if (eng().on_device()) {
+      commit_device(staged);
+      return;
+    }
     const std::unique_lock<std::shared_mutex> weights(eng().weights_mutex);
-    std::vector<Write>& writes = staged.writes;
+    write_host_slots(staged.writes);
+    finish(staged);
+  }
+
+  // Cannot fail: every check ran in stage().
+  void write_host_slots(const std::vector<Write>& writes) {
     // Whole-slot copies first, as one parallel loop; then regions on top of staged slots.
     std::vector<CopyTask> whole, contiguous_regions;
     std::vector<std::pair<const RegionCopy*, const Write*>> strided_regions;
@@ -344,13 +398,9 @@ struct Refitter::Impl {
       if (!w.staged.empty()) whole.push_back({dst, w.staged.data(), slot.size_bytes});
       for (const RegionCopy& r : w.regions) {
         const Dims& d = slot.desc.dims;
-        int64_t outer = 1;
-        for (int k = 0; k < r.region.axis; ++k) outer *= d[k];
-        if (outer == 1) {  // the part is one contiguous run of the slot
-          const int64_t row_bytes =
-              slot.size_bytes / std::max<int64_t>(d.empty() ? 1 : d[r.region.axis], 1);
-          contiguous_regions.push_back(
-              {dst + r.region.offset * row_bytes, r.source.values, r.source.size_bytes()});
+        if (outer_rows(d, r.region.axis) == 1) {  // the part is one contiguous run of the slot
+          contiguous_regions.push_back({dst + r.region.offset * unit_bytes(slot, r.region.axis),
+                                        r.source.values, r.source.size_bytes()});
         } else {
           strided_regions.push_back({&r, &w});
         }
@@ -361,10 +411,100 @@ struct Refitter::Impl {
     for (const auto& [r, w] : strided_regions)
       write_block(r->source, r->region.axis, r->region.offset, eng().slot_ptr(w->slot),
                   meta().slots[w->slot].desc.dims);
-    for (const Write& w : writes) eng().slot_filled[w.slot] = true;
-    if (eng().device_slots)  // CUDA engines: the host slots are the staging copy
-      for (const Write& w : writes) eng().device_slots->upload(w.slot, eng().slot_ptr(w.slot));
-    last_slots = static_cast<int>(writes.size());
+  }
+
+  // CUDA engines: two passes of device copies (staged whole slots, then regions on top of
+  // them), straight into the slots (kVALIDATE_FIRST) or through spare device memory
+  // (kDEVICE_COPY: everything lands there first, outside the lock; the slots are then written
+  // by one device-to-device pass).
+  void commit_device(Staged& staged) {
+    DeviceSlots& slots = *eng().device_slots;
+    std::vector<DeviceCopy> passes[2];
+    for (const Write& w : staged.writes) {
+      const Slot& slot = meta().slots[w.slot];
+      auto* dst = static_cast<std::byte*>(slots.slot_ptr(w.slot));
+      if (!w.staged.empty())
+        passes[0].push_back(DeviceCopy::contiguous(dst, w.staged.data(), slot.size_bytes));
+      for (const RegionCopy& r : w.regions) passes[1].push_back(region_copy(r, slot, dst));
+    }
+    const std::string what = "refitting the weights on " + eng().device.to_string();
+    if (staged.staging == RefitStaging::kDEVICE_COPY) {
+      int64_t total = 0;
+      for (const auto& pass : passes)
+        for (const DeviceCopy& c : pass) total += c.bytes();
+      const auto spare =
+          slots.allocate(total, "the refit's staging copy (RefitStaging::kDEVICE_COPY)");
+      std::vector<DeviceCopy> in;
+      auto* at = static_cast<std::byte*>(spare->data());
+      for (auto& pass : passes)
+        for (DeviceCopy& c : pass) {
+          DeviceCopy to_spare = c;
+          to_spare.dst = at;
+          to_spare.dst_pitch = 0;
+          in.push_back(to_spare);
+          DeviceCopy to_slot = DeviceCopy::contiguous(c.dst, at, c.row_bytes);
+          to_slot.rows = c.rows;
+          to_slot.dst_pitch = c.dst_pitch;
+          c = to_slot;
+          at += c.bytes();
+        }
+      slots.copy(in, what);  // a failure here leaves the slots untouched
+      const std::unique_lock<std::shared_mutex> weights(eng().weights_mutex);
+      write_device_passes(passes, staged.writes, what);
+      finish(staged);
+      return;
+    }
+    const std::unique_lock<std::shared_mutex> weights(eng().weights_mutex);
+    write_device_passes(passes, staged.writes, what);
+    finish(staged);
+  }
+
+  // Under the weights lock. A copy that fails part-way leaves its slots undefined: they are
+  // marked empty, so runs refuse (kMISSING_WEIGHTS) until a refit rewrites them.
+  void write_device_passes(const std::vector<DeviceCopy> (&passes)[2],
+                           const std::vector<Write>& writes, const std::string& what) {
+    try {
+      for (const auto& pass : passes)
+        if (!pass.empty()) eng().device_slots->copy(pass, what);
+    } catch (const Error& e) {
+      int lost = 0;
+      std::string first;
+      for (const Write& w : writes) {
+        if (eng().slot_filled[w.slot] && first.empty()) first = meta().slots[w.slot].name;
+        lost += eng().slot_filled[w.slot];
+        eng().slot_filled[w.slot] = false;
+      }
+      std::string cause = e.what();
+      const std::string prefix = std::string(error_code_name(e.code())) + ": ";
+      if (cause.rfind(prefix, 0) == 0) cause.erase(0, prefix.size());
+      throw Error(ErrorCode::kDEVICE,
+                  cause + "; the refit stopped part-way, so " + std::to_string(lost) +
+                      " slot(s) it was writing (e.g. '" + first +
+                      "') hold no defined weights until a refit rewrites them "
+                      "(RefitStaging::kDEVICE_COPY keeps the engine as it was instead)");
+    }
+  }
+
+  // The device copy of a region: a contiguous run of the slot, or one row per outer index.
+  static DeviceCopy region_copy(const RegionCopy& r, const Slot& slot, std::byte* slot_base) {
+    const Dims& d = slot.desc.dims;
+    const int64_t unit = unit_bytes(slot, r.region.axis);
+    DeviceCopy c = DeviceCopy::contiguous(slot_base + r.region.offset * unit, r.source.values, 0);
+    if (r.convert) {
+      c.convert_from = r.source.dtype;
+      c.convert_to = slot.desc.dtype;
+    }
+    const int64_t outer = outer_rows(d, r.region.axis);
+    c.rows = outer;
+    c.row_bytes = dtype_bytes(slot.desc.dtype, r.source.count()) / std::max<int64_t>(outer, 1);
+    if (outer > 1) c.dst_pitch = d[r.region.axis] * unit;
+    return c;
+  }
+
+  // After the slots are written, under the weights lock.
+  void finish(const Staged& staged) {
+    for (const Write& w : staged.writes) eng().slot_filled[w.slot] = true;
+    last_slots = static_cast<int>(staged.writes.size());
     // A source applied without its hash (a block, or no delta refit) leaves no stale one.
     for (const std::string& name : staged.applied) {
       auto it = staged.hashes.find(name);
@@ -449,8 +589,8 @@ HostTensor Refitter::get_named_weights(const std::string& name) const {
     }
     try {
       const auto descs = impl_->source_descs(slot);
-      return invert_recipe(slot.recipe, descs, slot.recipe.source_index(name),
-                           impl_->engine.slot_view(i));
+      const HostTensor held = impl_->eng().slot_to_host(i);
+      return invert_recipe(slot.recipe, descs, slot.recipe.source_index(name), held.view());
     } catch (const Error& e) {
       if (!first_error) first_error = e;
     }
@@ -459,11 +599,14 @@ HostTensor Refitter::get_named_weights(const std::string& name) const {
 }
 
 void Refitter::refit() {
+  const auto start = std::chrono::steady_clock::now();
   impl_->keeping_pending_on_failure([&] {
     impl_->drop_unchanged();
     Staged staged = impl_->stage();
     impl_->commit(staged);
   });
+  impl_->stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   impl_->pending.clear();
   impl_->blocks.clear();
 }
@@ -471,11 +614,16 @@ void Refitter::refit() {
 void Refitter::set_skip_unchanged(bool on) { impl_->skip_unchanged = on; }
 const Refitter::Stats& Refitter::last_refit_stats() const { return impl_->stats; }
 
+void Refitter::set_staging(RefitStaging staging) { impl_->staging = staging; }
+
 void Refitter::refit_async(Stream& stream) {
+  const auto start = std::chrono::steady_clock::now();
   auto staged = impl_->keeping_pending_on_failure([&] {
     impl_->drop_unchanged();
     return std::make_shared<Staged>(impl_->stage());
   });
+  impl_->stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   impl_->pending.clear();
   impl_->blocks.clear();
   stream.enqueue_host([impl = impl_.get(), staged] { impl->commit(*staged); });

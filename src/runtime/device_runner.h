@@ -1,5 +1,5 @@
 #pragma once
-// The device side of engines and contexts. A CUDA engine keeps its slots in device memory
+// The device side of engines and contexts. A CUDA engine keeps its slots in device memory only
 // (DeviceSlots, one allocation per engine, written at creation and by every refit) and each
 // of its contexts runs the graph there (DeviceRunner, with the context's KV caches). Built
 // from runtime/gpu when the CUDA kernels are built; otherwise runtime/nogpu's stubs throw
@@ -8,6 +8,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
+#include <span>
+#include <string>
 
 #include "bindery/device.h"
 #include "bindery/plan.h"
@@ -15,14 +18,55 @@
 
 namespace bindery {
 
+/// One copy into device memory: `rows` rows of `row_bytes` bytes, `src_pitch` and `dst_pitch`
+/// bytes apart (0: row_bytes, i.e. contiguous). `src` is pageable or pinned host memory or device
+/// memory of the same device; which one is looked up per copy. With `convert_from` set, `src`
+/// is device memory holding elements of that type, converted on the GPU to `convert_to` (the
+/// destination's type; contiguous copies only, row_bytes counts destination bytes).
+struct DeviceCopy {
+  void* dst = nullptr;
+  const void* src = nullptr;
+  int64_t row_bytes = 0;
+  int64_t rows = 1;
+  int64_t src_pitch = 0;
+  int64_t dst_pitch = 0;
+  std::optional<DataType> convert_from;
+  DataType convert_to = DataType::kFLOAT;
+
+  int64_t bytes() const { return row_bytes * rows; }
+  /// `n` contiguous bytes.
+  static DeviceCopy contiguous(void* dst, const void* src, int64_t n) {
+    DeviceCopy c;
+    c.dst = dst;
+    c.src = src;
+    c.row_bytes = n;
+    return c;
+  }
+};
+
+/// Device memory owned by the engine's device (a refit's staging area); freed on destruction.
+class DeviceAllocation {
+ public:
+  virtual ~DeviceAllocation() = default;
+  virtual void* data() const = 0;
+};
+
 class DeviceSlots {
  public:
   virtual ~DeviceSlots() = default;
-  /// Copies slot `slot`'s bytes (its size in the plan) from host memory; synchronous.
-  virtual void upload(int slot, const void* host) = 0;
-  /// Copies the whole blob (blob_size bytes, slots at their offsets) from host memory.
-  virtual void upload_all(const void* host) = 0;
-  virtual const void* slot_ptr(int slot) const = 0;
+  virtual Device device() const = 0;
+  /// Device address of slot `slot` (blob offset into the engine's allocation).
+  virtual void* slot_ptr(int slot) const = 0;
+  /// Runs every copy, in parallel (host chunks staged through pinned buffers by many threads,
+  /// on several streams), and returns when all have landed. Copies must not overlap each other.
+  /// Throws kDEVICE naming `what` when one fails; the others may then have landed.
+  virtual void copy(std::span<const DeviceCopy> copies, const std::string& what) = 0;
+  /// Copies slot `slot`'s bytes into host memory (its size in the plan).
+  virtual void download(int slot, void* host) const = 0;
+  /// Sets every byte of the weights allocation to zero.
+  virtual void zero_all() = 0;
+  /// `bytes` of spare memory on the engine's device (kDEVICE naming `what` when there is none).
+  virtual std::unique_ptr<DeviceAllocation> allocate(int64_t bytes, const std::string& what) = 0;
 };
 
 class DeviceRunner {

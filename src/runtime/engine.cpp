@@ -19,6 +19,35 @@ std::vector<std::string> Engine::Impl::empty_slots() const {
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
+Weights Engine::Impl::slot_weights(int i) const {
+  const Slot& s = meta.slots[i];
+  if (on_device()) return Weights(s.desc.dtype, s.desc.dims, device_slots->slot_ptr(i), device);
+  return Weights(s.desc.dtype, s.desc.dims, slot_ptr(i));
+}
+
+HostTensor Engine::Impl::slot_to_host(int i) const {
+  if (!on_device()) return HostTensor::copy_of(slot_weights(i));
+  const Slot& s = meta.slots[i];
+  HostTensor t(s.desc.dtype, s.desc.dims);
+  device_slots->download(i, t.data());
+  return t;
+}
+
+// The slots go straight from the plan (its mapping or the builder's blob) to the device,
+// staged through pinned buffers by many threads: no host copy of the weights is kept.
+void Engine::Impl::upload(const Plan& plan) {
+  device_slots = make_device_slots(device, meta);
+  device_slots->zero_all();  // padding and empty slots read as zeros, as on the host
+  std::vector<DeviceCopy> copies;
+  for (size_t i = 0; i < meta.slots.size(); ++i)
+    if (const std::byte* src = plan.slot_data(static_cast<int>(i))) {
+      copies.push_back(DeviceCopy::contiguous(device_slots->slot_ptr(static_cast<int>(i)), src,
+                                              meta.slots[i].size_bytes));
+      slot_filled[i] = true;
+    }
+  device_slots->copy(copies, "copying the engine's weights to " + device.to_string());
+}
+
 std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
   auto impl = std::make_unique<Impl>();
   impl->device = device;
@@ -29,12 +58,18 @@ std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
   for (const Slot& s : m.slots)
     check(s.offset >= 0 && s.size_bytes >= 0 && s.offset + s.size_bytes <= m.blob_size,
           ErrorCode::kCORRUPT_FILE, "slot '" + s.name + "' lies outside the weight blob");
+  impl->slot_filled.assign(m.slots.size(), false);
+  for (const SourceWeight& sw : m.sources)
+    if (sw.identical_hash) impl->source_hashes[sw.name] = *sw.identical_hash;
+  if (!device.is_cpu()) {
+    impl->upload(plan);
+    return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+  }
   // Slots get memory of their own so a refit can rewrite them while the plan's mapping is
   // left untouched. Filled in one parallel copy; only the bytes no slot holds are zeroed
   // (alignment padding, slots a stripped plan left empty), so saved plans stay deterministic.
   impl->arena = HostTensor(DataType::kUINT8, {std::max<int64_t>(m.blob_size, 1)});
   auto* arena = static_cast<std::byte*>(impl->arena.data());
-  impl->slot_filled.assign(m.slots.size(), false);
   std::vector<CopyTask> copies;
   std::vector<std::pair<int64_t, int64_t>> held;  // [begin, end) of the slots' bytes
   for (size_t i = 0; i < m.slots.size(); ++i) {
@@ -54,12 +89,6 @@ std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {
   if (impl->arena.size_bytes() > at)
     std::memset(arena + at, 0, static_cast<size_t>(impl->arena.size_bytes() - at));
   parallel_memcpy(copies);
-  for (const SourceWeight& sw : m.sources)
-    if (sw.identical_hash) impl->source_hashes[sw.name] = *sw.identical_hash;
-  if (!device.is_cpu()) {
-    impl->device_slots = make_device_slots(device, m);
-    impl->device_slots->upload_all(arena);  // empty slots are zeros, as on the host
-  }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
@@ -96,14 +125,17 @@ uint64_t Engine::weights_version() const { return impl_->version.load(); }
 uint64_t Engine::slot_checksum(int i) const {
   check(i >= 0 && i < static_cast<int>(impl_->meta.slots.size()), ErrorCode::kNOT_FOUND,
         "slot " + std::to_string(i) + " does not exist");
+  if (impl_->on_device()) {
+    const HostTensor t = impl_->slot_to_host(i);
+    return hash64(t.data(), static_cast<size_t>(t.size_bytes()));
+  }
   return hash64(impl_->slot_ptr(i), static_cast<size_t>(impl_->meta.slots[i].size_bytes));
 }
 
 Weights Engine::slot_view(int i) const {
   check(i >= 0 && i < static_cast<int>(impl_->meta.slots.size()), ErrorCode::kNOT_FOUND,
         "slot " + std::to_string(i) + " does not exist");
-  const Slot& s = impl_->meta.slots[i];
-  return Weights(s.desc.dtype, s.desc.dims, impl_->slot_ptr(i));
+  return impl_->slot_weights(i);
 }
 
 std::vector<std::byte> Engine::serialize(const SerializationOptions& options) const {
@@ -116,11 +148,23 @@ std::vector<std::byte> Engine::serialize(const SerializationOptions& options) co
               " slot(s), e.g. '" + (empty.empty() ? "" : empty[0]) +
               "': refit it first or exclude weights");
   }
+  HostTensor blob;
+  if (impl_->on_device()) {
+    blob = HostTensor::zeros(DataType::kUINT8, {meta.blob_size});
+    for (size_t i = 0; i < meta.slots.size(); ++i)
+      if (impl_->slot_filled[i])
+        impl_->device_slots->download(static_cast<int>(i),
+                                      static_cast<std::byte*>(blob.data()) + meta.slots[i].offset);
+  } else {
+    blob = HostTensor(DataType::kUINT8, {meta.blob_size});
+    if (meta.blob_size)
+      std::memcpy(blob.data(), impl_->arena.data(), static_cast<size_t>(meta.blob_size));
+  }
   for (size_t i = 0; i < meta.slots.size(); ++i)
-    if (impl_->slot_filled[i]) meta.slots[i].checksum = slot_checksum(static_cast<int>(i));
-  HostTensor blob(DataType::kUINT8, {meta.blob_size});
-  if (meta.blob_size)
-    std::memcpy(blob.data(), impl_->arena.data(), static_cast<size_t>(meta.blob_size));
+    if (impl_->slot_filled[i])
+      meta.slots[i].checksum =
+          hash64(static_cast<const std::byte*>(blob.data()) + meta.slots[i].offset,
+                 static_cast<size_t>(meta.slots[i].size_bytes));
   return Plan(std::move(meta), std::move(blob)).serialize(options);
 }
 

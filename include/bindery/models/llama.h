@@ -139,9 +139,12 @@ LlamaConfig config_of(const PlanMetadata& plan);
 
 struct RefitSummary {
   int64_t weights_set = 0;    // source weights given to the refitter
-  int64_t slots_changed = 0;  // slots whose bytes differ after the refit
+  int64_t slots_changed = 0;  // slots whose bytes differ after the refit; -1 on CUDA engines
+                              // (counting would download every slot twice)
+  int64_t slots_rewritten = 0;
   int64_t slots_total = 0;
   int64_t bytes_read = 0;
+  double seconds = 0;  // the refit itself (Refitter::refit), after the checkpoint was opened
 };
 /// Refits every refittable weight of `engine` from the checkpoint in `dir` (names as the
 /// loader maps them, converted to the engine's source types). All or nothing. `dir` may be a

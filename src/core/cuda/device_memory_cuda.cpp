@@ -1,7 +1,9 @@
 // CUDA runtime implementation of core/device_memory.h.
 
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
 #include <utility>
 
 #include "bindery/error.h"
@@ -27,7 +29,29 @@ std::string cuda_unavailable_reason() {
   return n > 0 ? "" : "no CUDA device visible";
 }
 
-void copy_device_to_host(const Weights& w, void* dst, const std::string& what) {
+namespace {
+
+// cuPointerGetAttribute from the driver, looked up at run time: linking libcuda would make every
+// binary unloadable on machines without a driver (CI).
+using PointerAttributeFn = CUresult (*)(void*, CUpointer_attribute, CUdeviceptr);
+PointerAttributeFn pointer_attribute_fn() {
+  static const PointerAttributeFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuPointerGetAttribute", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return PointerAttributeFn{};
+    }
+    return reinterpret_cast<PointerAttributeFn>(f);
+  }();
+  return fn;
+}
+
+}  // namespace
+
+void check_device_view(const Weights& w, const std::string& what) {
   cudaPointerAttributes attr{};
   const cudaError_t e = cudaPointerGetAttributes(&attr, w.values);
   if (e != cudaSuccess ||
@@ -40,6 +64,32 @@ void copy_device_to_host(const Weights& w, void* dst, const std::string& what) {
     throw Error(ErrorCode::kDEVICE,
                 what + ": the view says " + w.location.to_string() +
                     " but its memory is on cuda:" + std::to_string(attr.device));
+  const PointerAttributeFn range = pointer_attribute_fn();
+  if (!range || w.size_bytes() == 0) return;
+  CUdeviceptr start = 0;
+  size_t size = 0;
+  const auto ptr = reinterpret_cast<CUdeviceptr>(w.values);
+  if (range(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, ptr) != CUDA_SUCCESS ||
+      range(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, ptr) != CUDA_SUCCESS)
+    return;  // memory the driver cannot size (e.g. managed, imported): the copy will tell
+  const uint64_t end = static_cast<uint64_t>(ptr) + static_cast<uint64_t>(w.size_bytes());
+  if (end > static_cast<uint64_t>(start) + size)
+    throw Error(
+        ErrorCode::kDEVICE, what + ": " + describe(w) + " runs " +
+                                std::to_string(end - (static_cast<uint64_t>(start) + size)) +
+                                " bytes past the end of its device allocation (" +
+                                std::to_string(size) + " bytes at 0x" +
+                                [&] {
+                                  char buf[32];
+                                  std::snprintf(buf, sizeof buf, "%llx",
+                                                static_cast<unsigned long long>(start));
+                                  return std::string(buf);
+                                }() +
+                                ")");
+}
+
+void copy_device_to_host(const Weights& w, void* dst, const std::string& what) {
+  check_device_view(w, what);
   cuda_check(cudaMemcpy(dst, w.values, static_cast<size_t>(w.size_bytes()), cudaMemcpyDeviceToHost),
              what + ": device-to-host copy failed");
 }

@@ -13,6 +13,10 @@ constexpr const char* kNoCuda =
 bool cuda_available() { return false; }
 std::string cuda_unavailable_reason() { return kNoCuda; }
 
+void check_device_view(const Weights&, const std::string& what) {
+  throw Error(ErrorCode::kDEVICE, what + ": " + kNoCuda);
+}
+
 void copy_device_to_host(const Weights&, void*, const std::string& what) {
   throw Error(ErrorCode::kDEVICE, what + ": " + kNoCuda);
 }

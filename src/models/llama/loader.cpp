@@ -217,11 +217,16 @@ RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
     ++summary.weights_set;
   }
   const int slots = static_cast<int>(engine.metadata().slots.size());
-  std::vector<uint64_t> before(slots);
-  for (int i = 0; i < slots; ++i) before[i] = engine.slot_checksum(i);
+  const bool count_changes = engine.device().is_cpu();
+  std::vector<uint64_t> before(count_changes ? slots : 0);
+  for (int i = 0; i < static_cast<int>(before.size()); ++i) before[i] = engine.slot_checksum(i);
   refitter.refit();
   summary.slots_total = slots;
-  for (int i = 0; i < slots; ++i) summary.slots_changed += engine.slot_checksum(i) != before[i];
+  summary.slots_rewritten = refitter.last_refit_slots();
+  summary.seconds = refitter.last_refit_stats().seconds;
+  summary.slots_changed = count_changes ? 0 : -1;
+  for (int i = 0; i < static_cast<int>(before.size()); ++i)
+    summary.slots_changed += engine.slot_checksum(i) != before[i];
   return summary;
 }
 

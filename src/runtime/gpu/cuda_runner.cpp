@@ -38,6 +38,7 @@
 #include "runtime/cuda/elementwise.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/device_runner.h"
+#include "runtime/gpu/transfer.h"
 
 namespace bindery {
 namespace {
@@ -92,31 +93,48 @@ class Buffer {
   size_t size_ = 0;
 };
 
+class CudaAllocation final : public DeviceAllocation {
+ public:
+  CudaAllocation(int64_t bytes, const std::string& what) { buffer_.reserve(bytes, what); }
+  void* data() const override { return buffer_.data(); }
+
+ private:
+  Buffer buffer_;
+};
+
 class CudaSlots final : public DeviceSlots {
  public:
   CudaSlots(Device device, const PlanMetadata& plan) : device_(device) {
-    cuda_ok(cudaSetDevice(device.index), "selecting " + device.to_string());
+    select();
     for (const Slot& s : plan.slots) slots_.push_back({s.offset, s.size_bytes});
-    blob_size_ = static_cast<size_t>(plan.blob_size);
-    base_.reserve(static_cast<size_t>(std::max<int64_t>(plan.blob_size, 1)),
-                  "the engine's weights");
+    blob_size_ = static_cast<size_t>(std::max<int64_t>(plan.blob_size, 1));
+    base_.reserve(blob_size_, "the engine's weights");
   }
-  void upload(int slot, const void* host) override {
-    cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
-    cuda_ok(cudaMemcpy(static_cast<std::byte*>(base_.data()) + slots_[slot].first, host,
-                       static_cast<size_t>(slots_[slot].second), cudaMemcpyHostToDevice),
-            "copying slot " + std::to_string(slot) + " to " + device_.to_string());
+  Device device() const override { return device_; }
+  void* slot_ptr(int slot) const override {
+    return static_cast<std::byte*>(base_.data()) + slots_[slot].first;
   }
-  void upload_all(const void* host) override {
-    cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
-    cuda_ok(cudaMemcpy(base_.data(), host, blob_size_, cudaMemcpyHostToDevice),
-            "copying the engine's weights to " + device_.to_string());
+  void copy(std::span<const DeviceCopy> copies, const std::string& what) override {
+    copy_to_device(device_, copies, what);
   }
-  const void* slot_ptr(int slot) const override {
-    return static_cast<const std::byte*>(base_.data()) + slots_[slot].first;
+  void download(int slot, void* host) const override {
+    select();
+    cuda_ok(cudaMemcpy(host, slot_ptr(slot), static_cast<size_t>(slots_[slot].second),
+                       cudaMemcpyDeviceToHost),
+            "copying slot " + std::to_string(slot) + " from " + device_.to_string());
+  }
+  void zero_all() override {
+    select();
+    cuda_ok(cudaMemset(base_.data(), 0, blob_size_),
+            "clearing the engine's weights on " + device_.to_string());
+  }
+  std::unique_ptr<DeviceAllocation> allocate(int64_t bytes, const std::string& what) override {
+    select();
+    return std::make_unique<CudaAllocation>(bytes, what + " on " + device_.to_string());
   }
 
  private:
+  void select() const { cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string()); }
   Device device_;
   std::vector<std::pair<int64_t, int64_t>> slots_;  // offset, bytes
   size_t blob_size_ = 0;
@@ -378,7 +396,7 @@ class CudaRunner final : public DeviceRunner {
     return t >= 0 && !is_weight(t) && !is_input_[t] && last_use_[t] == static_cast<int>(index);
   }
   void* ptr(int t) const {
-    return is_weight(t) ? const_cast<void*>(slots_.slot_ptr(graph().tensors[t].slot)) : data_[t];
+    return is_weight(t) ? slots_.slot_ptr(graph().tensors[t].slot) : data_[t];
   }
   int64_t count(int t) const { return volume(descs_[t].dims); }
 
