@@ -30,7 +30,7 @@ TEST(DeviceWeights, RefitFromDeviceViewsEqualsRefitFromHost) {
   }
 }
 
-TEST(DeviceWeights, HostPointerClaimedAsDeviceIsRefusedAndChangesNothing) {
+TEST(DeviceWeights, HostPointerClaimedAsDeviceIsRefusedAtOnceAndChangesNothing) {
   REQUIRE_GPU();
   const ExampleCase c = example_cases()[0];
   const auto a = c.weights(1), b = c.weights(2);
@@ -38,10 +38,35 @@ TEST(DeviceWeights, HostPointerClaimedAsDeviceIsRefusedAndChangesNothing) {
   const auto sums = slot_checksums(*engine);
   Refitter r(*engine);
   const HostTensor& w = b.at("layers.0.down.weight");
-  r.set_named_weights("layers.0.down.weight",
-                      Weights(w.dtype(), w.shape(), w.data(), Device::cuda(0)));
-  expect_error(ErrorCode::kDEVICE, [&] { r.refit(); });
+  expect_error(ErrorCode::kDEVICE, [&] {
+    r.set_named_weights("layers.0.down.weight",
+                        Weights(w.dtype(), w.shape(), w.data(), Device::cuda(0)));
+  });
+  r.refit();  // nothing was set
   EXPECT_EQ(slot_checksums(*engine), sums);
+}
+
+// A view that runs past the end of its allocation would fault half-way through a refit that
+// copies straight into the slots: it is refused when it is set.
+TEST(DeviceWeights, DeviceViewPastItsAllocationIsRefusedAtOnce) {
+  REQUIRE_GPU();
+  const ExampleCase c = example_cases()[0];
+  const auto b = c.weights(2);
+  auto engine = build_engine(c.network(c.weights(1)), config_with({BuilderFlag::kREFIT}));
+  const HostTensor& w = b.at("layers.0.down.weight");
+  DeviceBuffer short_buffer(Device::cuda(0), static_cast<size_t>(w.size_bytes() / 2));
+  Refitter r(*engine);
+  std::string message;
+  EXPECT_EQ(error_of(
+                [&] {
+                  r.set_named_weights(
+                      "layers.0.down.weight",
+                      Weights(w.dtype(), w.shape(), short_buffer.data(), Device::cuda(0)));
+                },
+                &message),
+            ErrorCode::kDEVICE);
+  EXPECT_NE(message.find("past the end of its device allocation"), std::string::npos) << message;
+  EXPECT_TRUE(r.missing_weights().empty());
 }
 
 TEST(DeviceWeights, WithoutAGpuDeviceViewsAreANamedError) {

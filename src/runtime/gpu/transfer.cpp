@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -19,10 +20,25 @@ namespace bindery {
 
 namespace {
 
-constexpr int64_t kCHUNK = 8 << 20;          // pageable memory is staged in pieces of this
+constexpr int64_t kDEFAULT_CHUNK_MB = 4;    // pageable memory is staged in pieces of this
 constexpr int64_t kDIRECT_PIECE = 64 << 20;  // direct copies are spread over streams in these
 constexpr int kDIRECT_STREAMS = 4;
 constexpr int kMAX_WORKERS = 16;
+
+// BINDERY_TRANSFER_WORKERS / BINDERY_TRANSFER_CHUNK_MB (tuning, benchmarks): staging threads
+// and chunk size. The defaults, 3/4 of the cores (at most 16) and 4 MiB, were the best of
+// bench_cuda_transfer's grid on a 16-core H100 host (50 GB/s, the pinned DMA rate; 8 MiB
+// chunks or every core gave 37: the chunks in flight then outgrow the last-level cache).
+int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  check(*end == 0 && n >= lo && n <= hi, ErrorCode::kINVALID_ARGUMENT,
+        std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
+            std::to_string(hi) + "], got '" + v + "'");
+  return n;
+}
 
 void cuda_ok(cudaError_t e, const std::string& what) {
   if (e != cudaSuccess) {
@@ -54,6 +70,7 @@ struct DeviceState {
   std::mutex mutex;  // one transfer at a time
   std::vector<cudaStream_t> direct;
   std::vector<Worker> workers;
+  int64_t chunk = 0;  // bytes of each staging buffer
 };
 
 DeviceState& state_of(int device) {
@@ -67,7 +84,12 @@ DeviceState& state_of(int device) {
 
 int worker_count() {
   const unsigned hw = std::thread::hardware_concurrency();
-  return std::clamp(static_cast<int>(hw == 0 ? 4 : hw), 1, kMAX_WORKERS);
+  const int fallback = std::clamp(static_cast<int>(hw == 0 ? 4 : hw * 3 / 4), 1, kMAX_WORKERS);
+  return static_cast<int>(env_int("BINDERY_TRANSFER_WORKERS", fallback, 1, 256));
+}
+
+int64_t chunk_bytes() {
+  return env_int("BINDERY_TRANSFER_CHUNK_MB", kDEFAULT_CHUNK_MB, 1, 1024) << 20;
 }
 
 void make_streams(DeviceState& s, const std::string& what) {
@@ -79,21 +101,35 @@ void make_streams(DeviceState& s, const std::string& what) {
   }
 }
 
-void make_workers(DeviceState& s, const std::string& what) {
-  if (!s.workers.empty()) return;
-  std::vector<DeviceState::Worker> workers(static_cast<size_t>(worker_count()));
+void free_workers(DeviceState& s) {
+  for (auto& w : s.workers) {
+    cudaStreamSynchronize(w.stream);
+    cudaStreamDestroy(w.stream);
+    for (int b = 0; b < 2; ++b) {
+      cudaFreeHost(w.buffer[b]);
+      cudaEventDestroy(w.sent[b]);
+    }
+  }
+  s.workers.clear();
+}
+
+void make_workers(DeviceState& s, int count, int64_t chunk, const std::string& what) {
+  if (static_cast<int>(s.workers.size()) == count && s.chunk == chunk) return;
+  free_workers(s);
+  std::vector<DeviceState::Worker> workers(static_cast<size_t>(count));
   for (auto& w : workers) {
     cuda_ok(cudaStreamCreateWithFlags(&w.stream, cudaStreamNonBlocking),
             what + ": creating a stream");
     for (int b = 0; b < 2; ++b) {
-      cuda_ok(
-          cudaHostAlloc(&w.buffer[b], kCHUNK, cudaHostAllocDefault),
-          what + ": allocating " + std::to_string(kCHUNK >> 20) + " MiB of pinned staging memory");
+      cuda_ok(cudaHostAlloc(&w.buffer[b], static_cast<size_t>(chunk), cudaHostAllocDefault),
+              what + ": allocating " + std::to_string(chunk >> 20) +
+                  " MiB of pinned staging memory");
       cuda_ok(cudaEventCreateWithFlags(&w.sent[b], cudaEventDisableTiming),
               what + ": creating an event");
     }
   }
   s.workers = std::move(workers);
+  s.chunk = chunk;
 }
 
 enum class SourceKind { kPAGEABLE, kPINNED, kDEVICE };
@@ -213,6 +249,8 @@ void copy_to_device(Device device, std::span<const DeviceCopy> copies, const std
   const std::lock_guard lock(s.mutex);
   cuda_ok(cudaSetDevice(device.index), what + ": selecting " + device.to_string());
   make_streams(s, what);
+  const int64_t chunk = chunk_bytes();
+  const int workers = worker_count();
   std::vector<DeviceCopy> direct, staged;
   for (const DeviceCopy& c : copies) {
     if (c.bytes() == 0) continue;
@@ -222,9 +260,9 @@ void copy_to_device(Device device, std::span<const DeviceCopy> copies, const std
       continue;
     }
     const bool pageable = kind_of(c.src) == SourceKind::kPAGEABLE;
-    cut(c, pageable ? kCHUNK : kDIRECT_PIECE, pageable ? staged : direct);
+    cut(c, pageable ? chunk : kDIRECT_PIECE, pageable ? staged : direct);
   }
-  if (!staged.empty()) make_workers(s, what);
+  if (!staged.empty()) make_workers(s, workers, chunk, what);
   // Whatever fails, every stream is drained before this returns: the sources are the caller's
   // and may be freed as soon as it does.
   std::exception_ptr error;

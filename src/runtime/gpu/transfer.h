@@ -4,10 +4,10 @@
 //
 // Each copy's source is looked up once: device memory and pinned host memory are copied by the
 // DMA engines straight away (in 64 MiB pieces over several streams; conversions run as a
-// kernel); pageable host memory (a checkpoint's memory map, a HostTensor) is cut into 8 MiB
+// kernel); pageable host memory (a checkpoint's memory map, a HostTensor) is cut into 4 MiB
 // chunks that worker threads copy into pinned staging buffers, two per worker, each sent on
-// the worker's stream while the worker fills its other buffer. The staging buffers (16 MiB per
-// worker, at most 16 workers: 256 MiB) are allocated once per device, on first use, and kept
+// the worker's stream while the worker fills its other buffer. The staging buffers (8 MiB per
+// worker, at most 16 workers: 128 MiB) are allocated once per device, on first use, and kept
 // for the process; one transfer per device runs at a time.
 
 #include <cstdint>
