@@ -18,8 +18,8 @@
 // Limits: pinned host-to-device (best of one large copy, 1 GiB pieces on 2 streams and 64 MiB
 // pieces on 4 streams), pageable host-to-device (one cudaMemcpy), device-to-device (bytes read
 // plus written, as cuda_decode_bench.py's hbm_gb_s).
-// Verification: before each source's warm-up every refittable slot is overwritten with 0xFF bytes (bf16
-// NaN), so the warm-up refit must rewrite all of them; after it and after the timed runs the
+// Verification: before each source's warm-up every refittable slot is overwritten with 0xFF bytes
+// (bf16 NaN), so the warm-up refit must rewrite all of them; after it and after the timed runs the
 // logits of a short prompt must equal, bit for bit, those of the freshly built engine (the
 // weights are the same values). "verified" says whether they did.
 // Prints progress on stderr and one JSON object on the last line of stdout.
@@ -74,9 +74,12 @@ json summary_of(std::vector<double> times) {
 }
 
 json stats_json(const Refitter::Stats& s) {
-  return {{"sources_set", s.sources_set},         {"sources_skipped", s.sources_skipped},
-          {"bytes_hashed", s.bytes_hashed},       {"hash_seconds", s.hash_seconds},
-          {"bytes_written", s.bytes_written},     {"seconds", s.seconds},
+  return {{"sources_set", s.sources_set},
+          {"sources_skipped", s.sources_skipped},
+          {"bytes_hashed", s.bytes_hashed},
+          {"hash_seconds", s.hash_seconds},
+          {"bytes_written", s.bytes_written},
+          {"seconds", s.seconds},
           {"hash_gb_s", s.hash_seconds > 0 ? gb(s.bytes_hashed) / s.hash_seconds : 0.0}};
 }
 
@@ -118,8 +121,7 @@ double h2d_gb_s(const void* src, void* dst, size_t bytes, size_t piece, int stre
     size_t k = 0;
     for (size_t at = 0; at < bytes; at += piece, ++k)
       cuda_ok(cudaMemcpyAsync(static_cast<char*>(dst) + at, static_cast<const char*>(src) + at,
-                              std::min(piece, bytes - at), cudaMemcpyHostToDevice,
-                              s[k % s.size()]),
+                              std::min(piece, bytes - at), cudaMemcpyHostToDevice, s[k % s.size()]),
               "host-to-device copy");
     for (auto st : s) cuda_ok(cudaStreamSynchronize(st), "sync");
     best = std::max(best, gb(static_cast<int64_t>(bytes)) / seconds(t0, Clock::now()));
@@ -263,10 +265,22 @@ struct Bench {
   }
 
   // Poison, warm-up refit (sampling device memory), check, timed refits, check. `refit_once`
-  // does one whole refit and returns what it wants reported of it.
+  // does one whole refit and returns what it wants reported of it. An error is reported in
+  // the source's JSON ({"error": ..., "verified": false}); the next source's warm-up refit
+  // rewrites every slot again.
   template <class Fn>
   json measure(const char* name, int64_t bytes, Fn&& refit_once) {
     note("refit from %s: ", name);
+    try {
+      return measure_or_throw(bytes, refit_once);
+    } catch (const std::exception& e) {
+      note("FAILED: %s\n", e.what());
+      return {{"error", e.what()}, {"verified", false}};
+    }
+  }
+
+  template <class Fn>
+  json measure_or_throw(int64_t bytes, Fn& refit_once) {
     const bool poisoned = poison_slots(engine);
     MemorySampler sampler;
     json last = refit_once();
@@ -293,12 +307,9 @@ struct Bench {
   }
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr,
-                 "usage: %s <ckpt_dir> [--repeat N] [--limit-gib G] [--max-seq-len N]\n",
+    std::fprintf(stderr, "usage: %s <ckpt_dir> [--repeat N] [--limit-gib G] [--max-seq-len N]\n",
                  argv[0]);
     return 2;
   }
@@ -383,9 +394,10 @@ int main(int argc, char** argv) {
               {"h2d_pageable_gb_s", pageable_gb_s},
               {"d2d_gb_s", d2d},
               {"d2d_how", "one cudaMemcpyAsync device-to-device, bytes read + written"}};
-    note("pinned H2D %.1f GB/s (1 copy %.1f, 2 streams %.1f, 4 streams %.1f), pageable H2D "
-         "%.1f GB/s, D2D %.0f GB/s\n",
-         std::max({one, two, four}), one, two, four, pageable_gb_s, d2d);
+    note(
+        "pinned H2D %.1f GB/s (1 copy %.1f, 2 streams %.1f, 4 streams %.1f), pageable H2D "
+        "%.1f GB/s, D2D %.0f GB/s\n",
+        std::max({one, two, four}), one, two, four, pageable_gb_s, d2d);
   }
 
   // ---- refits ----
@@ -393,8 +405,10 @@ int main(int argc, char** argv) {
   json refit;
   refit["page_cache"] = bench.measure("the page-cached checkpoint", src.bytes, [&] {
     const auto s = models::refit_from_hf_checkpoint(*engine, dir);
-    return json{{"weights_set", s.weights_set},         {"slots_rewritten", s.slots_rewritten},
-                {"slots_total", s.slots_total},         {"bytes_read", s.bytes_read},
+    return json{{"weights_set", s.weights_set},
+                {"slots_rewritten", s.slots_rewritten},
+                {"slots_total", s.slots_total},
+                {"bytes_read", s.bytes_read},
                 {"refit_seconds", s.seconds}};
   });
   const auto from_views = [&](const char* name, RefitStaging staging, auto view_of) {
@@ -418,7 +432,7 @@ int main(int argc, char** argv) {
                                     [&](size_t i) { return src.device_view(i); });
 
   // ---- delta: layer 0's sources set from layer 1's tensors (same shapes), then back ----
-  {
+  try {
     std::vector<size_t> swapped(n);
     int changed = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -468,11 +482,16 @@ int main(int argc, char** argv) {
         "1's and back (norms are equal in a random checkpoint, so they are skipped too)";
     refit["delta_one_layer"] = j;
     note("best %.4f s, median %.4f s, %lld of %lld skipped, %s\n", j["best_s"].get<double>(),
-         j["median_s"].get<double>(), static_cast<long long>(last["sources_skipped"].get<int64_t>()),
+         j["median_s"].get<double>(),
+         static_cast<long long>(last["sources_skipped"].get<int64_t>()),
          static_cast<long long>(last["sources_set"].get<int64_t>()),
          verified ? "verified" : "NOT VERIFIED");
+  } catch (const std::exception& e) {
+    note("FAILED: %s\n", e.what());
+    refit["delta_one_layer"] = {{"error", e.what()}, {"verified", false}};
   }
 
+  bench.peak = std::max(bench.peak, device_memory_in_use(kGPU));
   bool verified = true;
   for (const auto& [k, v] : refit.items()) verified = verified && v["verified"].get<bool>();
   const json out = {
@@ -498,4 +517,15 @@ int main(int argc, char** argv) {
   };
   std::printf("%s\n", out.dump().c_str());
   return verified ? 0 : 3;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_refit: %s\n", e.what());
+    return 1;
+  }
 }

@@ -100,7 +100,10 @@ PlanMetadata finish(BuildState& s, HostTensor& blob) {
 
   // Every slot is made by evaluating its recipe: the exact code a refit replays. Slots are
   // independent, so they are made in parallel, largest first (one embedding table can be a
-  // tenth of a model); only the alignment padding is zeroed.
+  // tenth of a model); only the alignment padding is zeroed. A stripped plan leaves its
+  // refittable slots out, so they are not made at all: stripping reads no refittable weight
+  // (their checksums stay 0), and an engine built from it is filled by one refit.
+  const bool stripping = s.flags.has(BuilderFlag::kSTRIP_PLAN);
   blob = HostTensor(DataType::kUINT8, {offset});
   auto* bytes = static_cast<std::byte*>(blob.data());
   std::vector<size_t> order(meta.slots.size());
@@ -112,6 +115,7 @@ PlanMetadata finish(BuildState& s, HostTensor& blob) {
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t k = 0; k < order.size(); ++k) {
     Slot& sl = meta.slots[order[k]];
+    if (stripping && sl.refittable) continue;
     try {
       std::vector<Weights> views;
       for (const auto& n : sl.recipe.sources) views.push_back(s.source_values[s.source(n)]);

@@ -1,7 +1,9 @@
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "bindery/error.h"
+#include "bindery/logging.h"
 #include "core/hash.h"
 #include "core/mapped_file.h"
 #include "core/parallel.h"
@@ -36,8 +38,10 @@ HostTensor Engine::Impl::slot_to_host(int i) const {
 // The slots go straight from the plan (its mapping or the builder's blob) to the device,
 // staged through pinned buffers by many threads: no host copy of the weights is kept.
 void Engine::Impl::upload(const Plan& plan) {
+  const auto start = std::chrono::steady_clock::now();
   device_slots = make_device_slots(device, meta);
   device_slots->zero_all();  // padding and empty slots read as zeros, as on the host
+  const auto allocated = std::chrono::steady_clock::now();
   std::vector<DeviceCopy> copies;
   for (size_t i = 0; i < meta.slots.size(); ++i)
     if (const std::byte* src = plan.slot_data(static_cast<int>(i))) {
@@ -46,6 +50,19 @@ void Engine::Impl::upload(const Plan& plan) {
       slot_filled[i] = true;
     }
   device_slots->copy(copies, "copying the engine's weights to " + device.to_string());
+  if (log_level() <= LogLevel::kINFO) {
+    int64_t bytes = 0;
+    for (const DeviceCopy& c : copies) bytes += c.bytes();
+    const auto seconds = [](auto a, auto b) {
+      return std::chrono::duration<double>(b - a).count();
+    };
+    const double copy_s = seconds(allocated, std::chrono::steady_clock::now());
+    log_info("engine on " + device.to_string() + ": " + std::to_string(meta.blob_size) +
+             " bytes allocated and cleared in " + std::to_string(seconds(start, allocated)) +
+             " s; " + std::to_string(bytes) + " bytes copied in " + std::to_string(copy_s) +
+             " s (" + std::to_string(copy_s > 0 ? static_cast<double>(bytes) / copy_s / 1e9 : 0) +
+             " GB/s)");
+  }
 }
 
 std::unique_ptr<Engine> Engine::create(Plan plan, Device device) {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bindery/engine.h"
 #include "bindery/io/checkpoint_reader.h"
 #include "bindery/models/llama_config.h"
 #include "bindery/network.h"
@@ -134,6 +135,13 @@ struct LlamaBuildOptions {
 /// tp_size > 1 the plan is that rank's ("tensor_parallel.size" / ".rank"); run the ranks'
 /// engines together with TensorParallelExecutor.
 Plan build_llama(const std::string& dir, const LlamaBuildOptions& options = {});
+/// build_llama, then Engine::create on `device`, by the shortest way there. On a CUDA device
+/// the plan is built stripped (no host copy of a weight is made) and the engine is filled by
+/// one refit from the checkpoint, straight from its memory map into device memory: about one
+/// read of the weights. Its weights are therefore refittable whatever `options.refit` says.
+/// On the CPU: Engine::create(build_llama(dir, options)).
+std::unique_ptr<Engine> build_llama_engine(const std::string& dir, const LlamaBuildOptions& options,
+                                           Device device);
 /// The config stored in a plan built by build_llama (kINVALID_ARGUMENT if it has none).
 LlamaConfig config_of(const PlanMetadata& plan);
 

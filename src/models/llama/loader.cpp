@@ -141,6 +141,16 @@ Plan build_llama(const std::string& dir, const LlamaBuildOptions& options) {
   return plan;
 }
 
+std::unique_ptr<Engine> build_llama_engine(const std::string& dir, const LlamaBuildOptions& options,
+                                           Device device) {
+  if (device.is_cpu()) return Engine::create(build_llama(dir, options), device);
+  LlamaBuildOptions stripped = options;
+  stripped.strip = true;
+  auto engine = Engine::create(build_llama(dir, stripped), device);
+  refit_from_hf_checkpoint(*engine, dir);
+  return engine;
+}
+
 LlamaConfig config_of(const PlanMetadata& plan) {
   auto it = plan.properties.find("model.config");
   check(it != plan.properties.end(), ErrorCode::kINVALID_ARGUMENT,

@@ -20,7 +20,7 @@ namespace bindery {
 
 namespace {
 
-constexpr int64_t kDEFAULT_CHUNK_MB = 4;    // pageable memory is staged in pieces of this
+constexpr int64_t kDEFAULT_CHUNK_MB = 4;     // pageable memory is staged in pieces of this
 constexpr int64_t kDIRECT_PIECE = 64 << 20;  // direct copies are spread over streams in these
 constexpr int kDIRECT_STREAMS = 4;
 constexpr int kMAX_WORKERS = 16;
@@ -121,9 +121,9 @@ void make_workers(DeviceState& s, int count, int64_t chunk, const std::string& w
     cuda_ok(cudaStreamCreateWithFlags(&w.stream, cudaStreamNonBlocking),
             what + ": creating a stream");
     for (int b = 0; b < 2; ++b) {
-      cuda_ok(cudaHostAlloc(&w.buffer[b], static_cast<size_t>(chunk), cudaHostAllocDefault),
-              what + ": allocating " + std::to_string(chunk >> 20) +
-                  " MiB of pinned staging memory");
+      cuda_ok(
+          cudaHostAlloc(&w.buffer[b], static_cast<size_t>(chunk), cudaHostAllocDefault),
+          what + ": allocating " + std::to_string(chunk >> 20) + " MiB of pinned staging memory");
       cuda_ok(cudaEventCreateWithFlags(&w.sent[b], cudaEventDisableTiming),
               what + ": creating an event");
     }
