@@ -49,6 +49,12 @@ inline std::unique_ptr<Engine> cuda_refit_engine(const std::string& dir) {
   return Engine::create(models::build_llama(dir, options), Device::cuda(0));
 }
 
+inline int refittable_slots(const Engine& e) {
+  int n = 0;
+  for (const Slot& s : e.metadata().slots) n += s.refittable;
+  return n;
+}
+
 /// Logits of the test prompt and slot checksums of fresh builds of A and B, computed once.
 struct RefitReference {
   HostTensor logits_a, logits_b;

@@ -111,8 +111,7 @@ TEST(CudaRefitFailure, CheckpointRefitFailingMidTransferCanBeRetried) {
   Generator gen(*engine);
   {
     const InjectedTransferFailure fail(1);
-    expect_error(ErrorCode::kDEVICE,
-                 [&] { models::refit_from_hf_checkpoint(*engine, model_b()); });
+    expect_error(ErrorCode::kDEVICE, [&] { models::refit_from_hf_checkpoint(*engine, model_b()); });
   }
   models::refit_from_hf_checkpoint(*engine, model_b());
   EXPECT_TRUE(engine->weights_complete());

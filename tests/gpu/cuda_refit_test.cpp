@@ -52,14 +52,14 @@ TEST_P(CudaRefitFrom, EverySourceGivesAFreshBuildsLogitsAndSlots) {
   if (c.checkpoint_dir) {
     const models::RefitSummary s = refit_from_hf_checkpoint(*engine, model_b());
     EXPECT_EQ(s.weights_set, static_cast<int64_t>(ref.sources));
-    EXPECT_EQ(s.slots_rewritten, s.slots_total);
+    EXPECT_EQ(s.slots_rewritten, refittable_slots(*engine));
   } else {
     Refitter r(*engine);
     r.set_staging(c.staging);
     const SourceSet b = read_sources(r, model_b(), c.kind);
     set_all(r, b);
     r.refit();
-    EXPECT_EQ(r.last_refit_slots(), static_cast<int>(engine->metadata().slots.size()));
+    EXPECT_EQ(r.last_refit_slots(), refittable_slots(*engine));
     const Refitter::Stats& st = r.last_refit_stats();
     EXPECT_EQ(st.sources_set, static_cast<int64_t>(ref.sources));
     EXPECT_EQ(st.sources_skipped, 0);
@@ -323,7 +323,8 @@ TEST_P(CudaRefitWhileServing, EveryRunSeesOneWeightsVersion) {
   std::vector<int32_t> ids = test_prompt(), pos(ids.size()), seq(ids.size(), 0);
   for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
   const auto n = static_cast<int64_t>(ids.size());
-  const auto run_prompt = [&] {
+  const auto run_prompt = [&] {  // as Generator::logits runs it
+    prompt_ctx->reset_kv_cache();
     prompt_ctx->set_input("input_ids", Weights(DataType::kINT32, {n}, ids.data()));
     prompt_ctx->set_input("positions", Weights(DataType::kINT32, {n}, pos.data()));
     prompt_ctx->set_input("seq_ids", Weights(DataType::kINT32, {n}, seq.data()));
@@ -335,18 +336,19 @@ TEST_P(CudaRefitWhileServing, EveryRunSeesOneWeightsVersion) {
   // The refit thread starts once serving has, and after each refit lets at least one more
   // run begin (so the runs see many versions, not just the first and the last).
   std::atomic<int> runs{0};
-  std::atomic<bool> done{false};
-  std::string refit_error;
+  std::atomic<bool> done{false}, serving{true};
+  std::string refit_error, serve_error;
   const auto let_a_run_start = [&] {
     const int seen = runs;
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (runs == seen && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    while (runs == seen && serving && std::chrono::steady_clock::now() < until)
+      std::this_thread::yield();
   };
   std::thread refits([&] {
     try {
       let_a_run_start();
       if (c.checkpoint_dir) {
-        for (int i = 0; i < kREFITS; ++i) {
+        for (int i = 0; i < kREFITS && serving; ++i) {
           refit_from_hf_checkpoint(*engine, i % 2 == 0 ? model_b() : model_a());
           let_a_run_start();
         }
@@ -355,7 +357,7 @@ TEST_P(CudaRefitWhileServing, EveryRunSeesOneWeightsVersion) {
         r.set_staging(c.staging);
         const SourceSet a = read_sources(r, model_a(), SourceKind::kDEVICE);
         const SourceSet b = read_sources(r, model_b(), SourceKind::kDEVICE);
-        for (int i = 0; i < kREFITS; ++i) {
+        for (int i = 0; i < kREFITS && serving; ++i) {
           set_all(r, i % 2 == 0 ? b : a);
           r.refit();
           let_a_run_start();
@@ -368,20 +370,26 @@ TEST_P(CudaRefitWhileServing, EveryRunSeesOneWeightsVersion) {
   });
   int mixed = 0;
   std::set<uint64_t> versions;
-  while (!done || runs < 2) {
-    const HostTensor prompt_logits = run_prompt();
-    const uint64_t v = prompt_ctx->last_run_weights_version();
-    mixed += !bit_equal(prompt_logits, v % 2 == 0 ? ref.logits_a : ref.logits_b);
-    ++runs;
-    const HostTensor step_logits = std::move(step_through(*step_ctx, step_token)[0]);
-    const uint64_t w = step_ctx->last_run_weights_version();
-    mixed += !bit_equal(step_logits, w % 2 == 0 ? step_a : step_b);
-    ++runs;
-    versions.insert(v);
-    versions.insert(w);
+  try {
+    while (!done || runs < 2) {
+      const HostTensor prompt_logits = run_prompt();
+      const uint64_t v = prompt_ctx->last_run_weights_version();
+      mixed += !bit_equal(prompt_logits, v % 2 == 0 ? ref.logits_a : ref.logits_b);
+      ++runs;
+      const HostTensor step_logits = std::move(step_through(*step_ctx, step_token)[0]);
+      const uint64_t w = step_ctx->last_run_weights_version();
+      mixed += !bit_equal(step_logits, w % 2 == 0 ? step_a : step_b);
+      ++runs;
+      versions.insert(v);
+      versions.insert(w);
+    }
+  } catch (const std::exception& e) {
+    serve_error = e.what();
+    serving = false;  // the refit thread stops too
   }
   refits.join();
-  EXPECT_EQ(refit_error, "");
+  ASSERT_EQ(serve_error, "");
+  ASSERT_EQ(refit_error, "");
   EXPECT_EQ(mixed, 0) << "of " << runs << " runs";
   EXPECT_GT(versions.size(), 2u) << "the runs never overlapped the refits";
   EXPECT_EQ(engine->weights_version(), static_cast<uint64_t>(kREFITS));
@@ -393,9 +401,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(ServingCase{"checkpoint_dir", true, RefitStaging::kVALIDATE_FIRST},
                       ServingCase{"device_validate_first", false, RefitStaging::kVALIDATE_FIRST},
                       ServingCase{"device_copy", false, RefitStaging::kDEVICE_COPY}),
-    [](const ::testing::TestParamInfo<ServingCase>& info) {
-      return std::string(info.param.name);
-    });
+    [](const ::testing::TestParamInfo<ServingCase>& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace bindery::testing
