@@ -94,7 +94,9 @@ class Refitter {
   /// name, for trainers that change only some layers (frozen embeddings, LoRA merges). The
   /// engine knows a source's hash once a delta refit has applied it (or, in REFIT_IDENTICAL
   /// plans, from the build); slots whose sources are all skipped are not touched. Off by
-  /// default: hashing costs a read of every set source (last_refit_stats says how long).
+  /// default: hashing costs a read of every set source (last_refit_stats says how long). A
+  /// CUDA engine hashes views of its own device on the GPU (another hash function than the
+  /// host's, so a source moved between host and device memory counts as changed once).
   void set_skip_unchanged(bool on);
   struct Stats {
     int64_t sources_set = 0;      // weights given to the refit

@@ -1,7 +1,9 @@
 #pragma once
-// Stream: an ordered queue of work on a device (a CUDA stream on GPUs; on the CPU a worker
-// thread running tasks in submission order). ExecutionContext::enqueue and
-// Refitter::refit_async put work on a stream; work runs in the order it was enqueued.
+// Stream: an ordered queue of work on a device: a worker thread running tasks in submission
+// order. On a GPU each task drives the device (a context's run on the context's own CUDA
+// stream, a refit's copies) and has finished when the next starts; raw cudaStream_t handles
+// are not taken yet. ExecutionContext::enqueue and Refitter::refit_async put work on a
+// stream; work runs in the order it was enqueued.
 
 #include <functional>
 #include <memory>
@@ -19,7 +21,7 @@ class Stream {
   /// Blocks until all enqueued work finished; rethrows the first error a task raised since
   /// the last synchronize (the stream then continues with later tasks).
   virtual void synchronize() = 0;
-  /// CPU streams: runs `task` after everything enqueued before it.
+  /// Runs `task` on the stream's worker after everything enqueued before it.
   virtual void enqueue_host(std::function<void()> task) = 0;
 };
 

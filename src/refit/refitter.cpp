@@ -331,9 +331,25 @@ struct Refitter::Impl {
     for (const auto& [name, w] : pending)
       if (!blocks.count(name)) whole.emplace_back(name, w);
     std::vector<uint64_t> hashes(whole.size());
+    // A CUDA engine hashes views of its own device on the GPU, in one batch (HBM speed, no
+    // download); everything else is hashed on the host.
+    std::vector<bool> on_gpu(whole.size(), false);
+    if (eng().on_device()) {
+      std::vector<Weights> views;
+      std::vector<size_t> at;
+      for (size_t i = 0; i < whole.size(); ++i)
+        if (whole[i].second.location == eng().device) {
+          views.push_back(whole[i].second);
+          at.push_back(i);
+          on_gpu[i] = true;
+        }
+      const std::vector<uint64_t> sums = eng().device_slots->hash(views);
+      for (size_t k = 0; k < at.size(); ++k) hashes[at[k]] = sums[k];
+    }
     std::vector<std::exception_ptr> errors(whole.size());
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < whole.size(); ++i) {
+      if (on_gpu[i]) continue;
       try {
         const Weights& w = whole[i].second;
         if (w.on_host()) {

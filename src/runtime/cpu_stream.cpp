@@ -1,5 +1,7 @@
-// The CPU Stream: one worker thread runs tasks in submission order, so a refit enqueued
-// between two runs is seen by the second and not the first, as on a CUDA stream.
+// The Stream: one worker thread runs tasks in submission order, so a refit enqueued between
+// two runs is seen by the second and not the first, as on a CUDA stream. A stream of a CUDA
+// device is the same queue: each task drives the GPU (a context's run on its own CUDA stream,
+// a refit's copies) and finishes before the next starts.
 
 #include <condition_variable>
 #include <deque>
@@ -10,6 +12,7 @@
 
 #include "bindery/error.h"
 #include "bindery/stream.h"
+#include "core/device_memory.h"
 
 namespace bindery {
 
@@ -17,7 +20,7 @@ namespace {
 
 class CpuStream final : public Stream {
  public:
-  CpuStream() : worker_([this] { loop(); }) {}
+  explicit CpuStream(Device device) : device_(device), worker_([this] { loop(); }) {}
   ~CpuStream() override {
     {
       std::lock_guard lock(mutex_);
@@ -26,7 +29,7 @@ class CpuStream final : public Stream {
     wake_.notify_all();
     worker_.join();
   }
-  Device device() const override { return Device::cpu(); }
+  Device device() const override { return device_; }
   void enqueue_host(std::function<void()> task) override {
     {
       std::lock_guard lock(mutex_);
@@ -62,6 +65,7 @@ class CpuStream final : public Stream {
     }
   }
 
+  Device device_;
   std::mutex mutex_;
   std::condition_variable wake_, idle_;
   std::deque<std::function<void()>> tasks_;
@@ -74,9 +78,9 @@ class CpuStream final : public Stream {
 }  // namespace
 
 std::unique_ptr<Stream> Stream::create(Device device) {
-  check(device.is_cpu(), ErrorCode::kDEVICE,
-        "cannot create a stream on " + device.to_string() + ": this build has no CUDA backend");
-  return std::make_unique<CpuStream>();
+  check(device.is_cpu() || cuda_available(), ErrorCode::kDEVICE,
+        "cannot create a stream on " + device.to_string() + ": " + cuda_unavailable_reason());
+  return std::make_unique<CpuStream>(device);
 }
 
 }  // namespace bindery

@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "bindery/device.h"
 #include "bindery/plan.h"
@@ -67,6 +68,9 @@ class DeviceSlots {
   virtual void zero_all() = 0;
   /// `bytes` of spare memory on the engine's device (kDEVICE naming `what` when there is none).
   virtual std::unique_ptr<DeviceAllocation> allocate(int64_t bytes, const std::string& what) = 0;
+  /// Content hashes (runtime/cuda/content_hash.h) of device views on this device, computed on
+  /// the GPU: delta refit from device memory without downloading it.
+  virtual std::vector<uint64_t> hash(std::span<const Weights> views) const = 0;
 };
 
 class DeviceRunner {

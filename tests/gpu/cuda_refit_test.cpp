@@ -11,11 +11,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
 
 #include "bindery/io/safetensors.h"
+#include "bindery/stream.h"
 #include "common/cuda_refit_util.h"
 #include "common/gpu_util.h"
 
@@ -288,6 +290,47 @@ INSTANTIATE_TEST_SUITE_P(Staging, CudaRefitGraphs,
                          [](const ::testing::TestParamInfo<RefitStaging>& info) {
                            return std::string(staging_name(info.param));
                          });
+
+// ---- refit_async ----
+
+// On a stream of the GPU, a run enqueued before refit_async sees the old weights and one
+// enqueued after it the new ones, though refit_async returned before either ran.
+TEST(CudaRefit, RefitAsyncIsOrderedWithRunsOnACudaStream) {
+  REQUIRE_GPU();
+  const RefitReference& ref = refit_reference();
+  auto engine = cuda_refit_engine(model_a());
+  auto stream = Stream::create(Device::cuda(0));
+  EXPECT_EQ(stream->device(), Device::cuda(0));
+  auto before = engine->create_execution_context();
+  auto after = engine->create_execution_context();
+  std::vector<int32_t> ids = test_prompt(), pos(ids.size()), seq(ids.size(), 0);
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+  const auto n = static_cast<int64_t>(ids.size());
+  for (ExecutionContext* ctx : {before.get(), after.get()}) {
+    ctx->set_input("input_ids", Weights(DataType::kINT32, {n}, ids.data()));
+    ctx->set_input("positions", Weights(DataType::kINT32, {n}, pos.data()));
+    ctx->set_input("seq_ids", Weights(DataType::kINT32, {n}, seq.data()));
+    ctx->set_input("logit_rows", Weights(DataType::kINT32, {n}, pos.data()));
+  }
+  // Holds the stream until everything is queued, so the order, not timing, decides.
+  std::promise<void> go;
+  std::shared_future<void> gate = go.get_future().share();
+  stream->enqueue_host([gate] { gate.wait(); });
+  before->enqueue(*stream);
+  Refitter r(*engine);
+  const SourceSet b = read_sources(r, model_b(), SourceKind::kDEVICE);
+  set_all(r, b);
+  r.refit_async(*stream);
+  after->enqueue(*stream);
+  EXPECT_EQ(engine->weights_version(), 0u);  // nothing has run yet
+  go.set_value();
+  stream->synchronize();
+  EXPECT_EQ(engine->weights_version(), 1u);
+  EXPECT_TRUE(bit_equal(HostTensor::copy_of(before->output("logits")), ref.logits_a));
+  EXPECT_TRUE(bit_equal(HostTensor::copy_of(after->output("logits")), ref.logits_b));
+  EXPECT_EQ(before->last_run_weights_version(), 0u);
+  EXPECT_EQ(after->last_run_weights_version(), 1u);
+}
 
 // ---- refit while serving ----
 

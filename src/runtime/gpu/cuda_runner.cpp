@@ -35,6 +35,7 @@
 #include <set>
 
 #include "bindery/error.h"
+#include "runtime/cuda/content_hash.h"
 #include "runtime/cuda/elementwise.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/device_runner.h"
@@ -131,6 +132,19 @@ class CudaSlots final : public DeviceSlots {
   std::unique_ptr<DeviceAllocation> allocate(int64_t bytes, const std::string& what) override {
     select();
     return std::make_unique<CudaAllocation>(bytes, what + " on " + device_.to_string());
+  }
+  std::vector<uint64_t> hash(std::span<const Weights> views) const override {
+    select();
+    std::vector<uint64_t> out(views.size());
+    if (views.empty()) return out;
+    Buffer sums;
+    sums.reserve(views.size() * sizeof(uint64_t), "the content hashes of a delta refit");
+    auto* d = static_cast<uint64_t*>(sums.data());
+    for (size_t i = 0; i < views.size(); ++i)
+      cuda::content_hash(views[i].values, views[i].size_bytes(), d + i, nullptr);
+    cuda_ok(cudaMemcpy(out.data(), d, views.size() * sizeof(uint64_t), cudaMemcpyDeviceToHost),
+            "reading the content hashes of a delta refit from " + device_.to_string());
+    return out;
   }
 
  private:
