@@ -178,6 +178,7 @@ def main():
             "decode_vs_roofline": bindery["decode_tok_s"] / roofline,
             "prefill_2048_ms": bindery["prefill_long_s"] * 1e3,
             "build_s": bindery["build_s"], "plan_s": bindery["plan_s"],
+            "engine_create_s": bindery["create_s"], "fill_from_checkpoint_s": bindery["fill_s"],
             "build_vs_read": bindery["build_s"] / read_s,
             "peak_gpu_gb": bindery["gpu_memory_engine_gb"],
             "prefill_128_ms": bindery["prefill_s"] * 1e3,
