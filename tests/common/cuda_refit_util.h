@@ -20,6 +20,7 @@
 #include "bindery/models/llama.h"
 #include "bindery/refitter.h"
 #include "common/engine_util.h"
+#include "common/temp_dir.h"
 #include "core/device_memory.h"
 
 #if BINDERY_TESTS_HAVE_CUDART
@@ -174,27 +175,6 @@ inline SourceSet read_sources(const Refitter& r, const std::string& dir, SourceK
 inline void set_all(Refitter& r, const SourceSet& s) {
   for (size_t i = 0; i < s.names.size(); ++i) r.set_named_weights(s.names[i], s.views[i]);
 }
-
-/// A directory under the system's temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag)
-      : path_(std::filesystem::temp_directory_path() /
-              ("bindery_" + tag + "_" + std::to_string(::getpid()))) {
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 /// Copies every regular file of checkpoint directory `from` into `to`.
 inline void copy_checkpoint(const std::string& from, const std::filesystem::path& to) {

@@ -17,6 +17,7 @@
 
 #include "bindery/engine.h"
 #include "bindery/io/checkpoint_reader.h"
+#include "bindery/models/checkpoint_refit.h"
 #include "bindery/models/llama_config.h"
 #include "bindery/network.h"
 #include "bindery/nn/layers.h"
@@ -145,18 +146,11 @@ std::unique_ptr<Engine> build_llama_engine(const std::string& dir, const LlamaBu
 /// The config stored in a plan built by build_llama (kINVALID_ARGUMENT if it has none).
 LlamaConfig config_of(const PlanMetadata& plan);
 
-struct RefitSummary {
-  int64_t weights_set = 0;    // source weights given to the refitter
-  int64_t slots_changed = 0;  // slots whose bytes differ after the refit; -1 on CUDA engines
-                              // (counting would download every slot twice)
-  int64_t slots_rewritten = 0;
-  int64_t slots_total = 0;
-  int64_t bytes_read = 0;
-  double seconds = 0;  // the refit itself (Refitter::refit), after the checkpoint was opened
-};
 /// Refits every refittable weight of `engine` from the checkpoint in `dir` (names as the
 /// loader maps them, converted to the engine's source types). All or nothing. `dir` may be a
 /// Meta checkpoint; its params.json is then the config compared with the engine's.
-RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir);
+/// `options.name_map` is not used (Hugging Face names are the engine's).
+RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir,
+                                      const CheckpointRefitOptions& options = {});
 
 }  // namespace bindery::models

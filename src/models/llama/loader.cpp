@@ -15,17 +15,11 @@
 #include "bindery/models/llama.h"
 #include "bindery/models/meta_llama.h"
 #include "bindery/refitter.h"
+#include "models/checkpoint_refit_util.h"
 #include "models/llama/weight_source.h"
 
 namespace bindery::models {
 namespace {
-
-std::string joined(const std::vector<std::string>& names, size_t limit = 20) {
-  std::string out;
-  for (size_t i = 0; i < names.size() && i < limit; ++i) out += (i ? ", '" : "'") + names[i] + "'";
-  if (names.size() > limit) out += ", ... (" + std::to_string(names.size() - limit) + " more)";
-  return out;
-}
 
 // The text of `file` (kIO when it cannot be read).
 std::string file_text(const std::filesystem::path& file) {
@@ -58,7 +52,8 @@ LoadedLlama load_from_source(const std::function<LlamaWeightSource()>& open, con
     if (!source.contains(p.name)) missing.push_back(p.name);
   check(missing.empty(), ErrorCode::kNOT_FOUND,
         "checkpoint " + dir + " lacks " + std::to_string(missing.size()) +
-            " tensor(s) the model needs: " + joined(missing, 1000) + source.naming_note(missing));
+            " tensor(s) the model needs: " + quoted_names(missing, 1000) +
+            source.naming_note(missing));
   std::vector<Weights> values;
   std::vector<HostTensor> converted;
   converted.reserve(params.size());  // views into it must not move
@@ -77,7 +72,7 @@ LoadedLlama load_from_source(const std::function<LlamaWeightSource()>& open, con
   out.unused = source.unused(used);
   if (!out.unused.empty())
     log_warning("checkpoint " + dir + ": " + std::to_string(out.unused.size()) +
-                " tensor(s) not used by the model: " + joined(out.unused));
+                " tensor(s) not used by the model: " + quoted_names(out.unused));
   out.checkpoint = source.release_reader();
   return out;
 }
@@ -197,10 +192,12 @@ void check_same_architecture(const PlanMetadata& plan, const LlamaWeightSource& 
 
 }  // namespace
 
-RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
+RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir,
+                                      const CheckpointRefitOptions& options) {
   const LlamaWeightSource source = LlamaWeightSource::open(dir);
   check_same_architecture(engine.metadata(), source);
   Refitter refitter(engine);
+  configure(refitter, options);
   const std::vector<std::string> names = refitter.all_weights();
   check(!names.empty(), ErrorCode::kNOT_REFITTABLE,
         "the engine has no refittable weights (build it with --refit or --strip)");
@@ -209,7 +206,8 @@ RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
     if (!source.contains(n)) missing.push_back(n);
   check(missing.empty(), ErrorCode::kNOT_FOUND,
         "checkpoint " + dir + " lacks " + std::to_string(missing.size()) +
-            " weight(s) the engine needs: " + joined(missing, 1000) + source.naming_note(missing));
+            " weight(s) the engine needs: " + quoted_names(missing, 1000) +
+            source.naming_note(missing));
   RefitSummary summary;
   std::vector<HostTensor> converted;
   converted.reserve(names.size());
@@ -226,18 +224,7 @@ RefitSummary refit_from_hf_checkpoint(Engine& engine, const std::string& dir) {
     }
     ++summary.weights_set;
   }
-  const int slots = static_cast<int>(engine.metadata().slots.size());
-  const bool count_changes = engine.device().is_cpu();
-  std::vector<uint64_t> before(count_changes ? slots : 0);
-  for (int i = 0; i < static_cast<int>(before.size()); ++i) before[i] = engine.slot_checksum(i);
-  refitter.refit();
-  summary.slots_total = slots;
-  summary.slots_rewritten = refitter.last_refit_slots();
-  summary.seconds = refitter.last_refit_stats().seconds;
-  summary.slots_changed = count_changes ? 0 : -1;
-  for (int i = 0; i < static_cast<int>(before.size()); ++i)
-    summary.slots_changed += engine.slot_checksum(i) != before[i];
-  return summary;
+  return apply_refit(engine, refitter, std::move(summary));
 }
 
 }  // namespace bindery::models
