@@ -22,6 +22,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import read_weights_s  # noqa: E402
+
 import torch
 
 PROMPT_LEN, NEW_TOKENS, PREFILL = 128, 256, 2048
@@ -48,21 +51,6 @@ def hbm_gb_s():
     del a, b
     torch.cuda.empty_cache()
     return best
-
-
-def read_weights_s(ckpt):
-    files = [os.path.join(ckpt, f) for f in sorted(os.listdir(ckpt)) if f.endswith(".safetensors")]
-    start = time.perf_counter()
-    total = 0
-    buf = bytearray(64 << 20)
-    for f in files:
-        with open(f, "rb", buffering=0) as fh:
-            while True:
-                n = fh.readinto(buf)
-                if not n:
-                    break
-                total += n
-    return time.perf_counter() - start, total
 
 
 def bindery_run(build, ckpt, profile=False):

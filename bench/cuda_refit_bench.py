@@ -31,6 +31,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import read_weights_s, shards_of  # noqa: E402
+
 GOALS = {"page_cache_max_s": 0.4, "page_cache_min_gb_s": 40.0, "pinned_min_fraction_of_h2d": 0.9,
          "device_max_s": 0.016}
 
@@ -38,23 +41,6 @@ GOALS = {"page_cache_max_s": 0.4, "page_cache_min_gb_s": 40.0, "pinned_min_fract
 def log(msg):
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
-
-
-def shards_of(ckpt):
-    return [os.path.join(ckpt, f) for f in sorted(os.listdir(ckpt)) if f.endswith(".safetensors")]
-
-
-def read_weights_s(ckpt):
-    """Reads every shard once (into the page cache); seconds and bytes."""
-    start, total, buf = time.perf_counter(), 0, bytearray(64 << 20)
-    for f in shards_of(ckpt):
-        with open(f, "rb", buffering=0) as fh:
-            while True:
-                n = fh.readinto(buf)
-                if not n:
-                    break
-                total += n
-    return time.perf_counter() - start, total
 
 
 def commit():

@@ -139,6 +139,11 @@ TEST(CudaRefit, DeltaRefitSkipsUnchangedDeviceSources) {
 
 // ---- bad input changes nothing ----
 
+// The same elements in another shape: flattened, or given a leading 1.
+Dims wrong_shape(const Dims& d) {
+  return d.size() > 1 ? Dims{volume(d)} : Dims{1, volume(d)};
+}
+
 // What a test compares before and after a failed refit.
 struct EngineState {
   uint64_t version;
@@ -166,7 +171,7 @@ TEST(CudaRefit, WrongShapeInTheLastTensorChangesNothing) {
     const SourceSet b = read_sources(r, model_b(), SourceKind::kDEVICE);
     for (size_t i = 0; i + 1 < b.names.size(); ++i) r.set_named_weights(b.names[i], b.views[i]);
     Weights last = b.views.back();
-    last.shape = last.shape.size() > 1 ? Dims{last.count()} : Dims{1, last.count()};
+    last.shape = wrong_shape(last.shape);
     expect_error(ErrorCode::kSHAPE_MISMATCH, [&] { r.set_named_weights(b.names.back(), last); });
   }
   expect_unchanged(*engine, gen, before);
@@ -189,7 +194,7 @@ TEST(CudaRefit, CheckpointWithAWrongShapeInTheLastTensorChangesNothing) {
   std::map<std::string, std::vector<io::TensorToWrite>> files;  // file name -> its tensors
   for (const io::StoredTensor& t : b.tensors()) {
     Dims shape = t.shape;
-    if (t.name == last) shape = shape.size() > 1 ? Dims{t.count()} : Dims{1, t.count()};
+    if (t.name == last) shape = wrong_shape(shape);
     files[fs::path(t.file).filename().string()].push_back({t.name, t.dtype, shape, t.data});
   }
   for (const auto& [name, tensors] : files)
