@@ -232,7 +232,7 @@ struct Refitter::Impl {
                   std::to_string(w.staged.size_bytes()) + " bytes, slot has " +
                   std::to_string(slot.size_bytes));
       }
-      writes_bytes(w, slot);
+      count_written(w, slot);
       staged.writes.push_back(std::move(w));
     }
     return staged;
@@ -247,7 +247,7 @@ struct Refitter::Impl {
            float_like(slot.desc.dtype);
   }
 
-  void writes_bytes(const Write& w, const Slot& slot) {
+  void count_written(const Write& w, const Slot& slot) {
     if (!w.staged.empty()) {
       stats.bytes_written += slot.size_bytes;
       return;
