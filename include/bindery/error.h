@@ -44,6 +44,8 @@ class Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message);
   ErrorCode code() const noexcept { return code_; }
+  /// what() without the code's name in front: for wrapping the error in another.
+  std::string message() const;
 
  private:
   ErrorCode code_;

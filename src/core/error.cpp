@@ -31,4 +31,8 @@ std::string_view error_code_name(ErrorCode code) {
 Error::Error(ErrorCode code, const std::string& message)
     : std::runtime_error(std::string(error_code_name(code)) + ": " + message), code_(code) {}
 
+std::string Error::message() const {
+  return std::string(what()).substr(error_code_name(code_).size() + 2);
+}
+
 }  // namespace bindery

@@ -71,7 +71,7 @@ RefitSummary refit_from_checkpoint(Engine& engine, const std::string& path,
       try {
         converted.push_back(reader.read(t.name, want.dtype));
       } catch (const Error& e) {
-        throw Error(e.code(), "weights '" + n + "' from " + where + ": " + e.what());
+        throw Error(e.code(), "weights '" + n + "' from " + where + ": " + e.message());
       }
       view = converted.back().view();
     }

@@ -119,10 +119,7 @@ struct Image {
 
 // Re-throws an error of plan_json with the file it came from in front.
 [[noreturn]] void rethrow_with_origin(const Error& e, const std::string& origin) {
-  const std::string what = e.what();
-  const std::string prefix = std::string(error_code_name(e.code())) + ": ";
-  const std::string message = what.rfind(prefix, 0) == 0 ? what.substr(prefix.size()) : what;
-  throw Error(e.code(), origin + ": " + message);
+  throw Error(e.code(), origin + ": " + e.message());
 }
 
 Image parse_image(std::span<const std::byte> bytes, const std::string& origin) {
@@ -345,10 +342,7 @@ std::vector<std::byte> Plan::serialize(const SerializationOptions& options) cons
   try {
     plan_json::validate(out, weights_size);
   } catch (const Error& e) {
-    std::string what = e.what();
-    const std::string prefix = std::string(error_code_name(e.code())) + ": ";
-    if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
-    throw Error(ErrorCode::kINVALID_ARGUMENT, "Plan::serialize: invalid plan: " + what);
+    throw Error(ErrorCode::kINVALID_ARGUMENT, "Plan::serialize: invalid plan: " + e.message());
   }
   if (!out.stripped && weights_size > 0)
     check(blob().size() == static_cast<size_t>(weights_size), ErrorCode::kINVALID_ARGUMENT,

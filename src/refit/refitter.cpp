@@ -240,11 +240,8 @@ struct Refitter::Impl {
 
   // A device source the GPU can convert into a slot of this engine's device.
   bool gpu_convertible(const Weights& src, const Slot& slot) const {
-    const auto float_like = [](DataType t) {
-      return t == DataType::kFLOAT || t == DataType::kBF16 || t == DataType::kHALF;
-    };
-    return !src.on_host() && src.location == eng().device && float_like(src.dtype) &&
-           float_like(slot.desc.dtype);
+    return !src.on_host() && src.location == eng().device && is_floating(src.dtype) &&
+           is_floating(slot.desc.dtype);
   }
 
   void count_written(const Write& w, const Slot& slot) {
@@ -444,12 +441,12 @@ struct Refitter::Impl {
       for (const RegionCopy& r : w.regions) passes[1].push_back(region_copy(r, slot, dst));
     }
     const std::string what = "refitting the weights on " + eng().device.to_string();
+    std::unique_ptr<DeviceAllocation> spare;
     if (staged.staging == RefitStaging::kDEVICE_COPY) {
       int64_t total = 0;
       for (const auto& pass : passes)
         for (const DeviceCopy& c : pass) total += c.bytes();
-      const auto spare =
-          slots.allocate(total, "the refit's staging copy (RefitStaging::kDEVICE_COPY)");
+      spare = slots.allocate(total, "the refit's staging copy (RefitStaging::kDEVICE_COPY)");
       std::vector<DeviceCopy> in;
       auto* at = static_cast<std::byte*>(spare->data());
       for (auto& pass : passes)
@@ -465,10 +462,6 @@ struct Refitter::Impl {
           at += c.bytes();
         }
       slots.copy(in, what);  // a failure here leaves the slots untouched
-      const std::unique_lock<std::shared_mutex> weights(eng().weights_mutex);
-      write_device_passes(passes, staged.writes, what);
-      finish(staged);
-      return;
     }
     const std::unique_lock<std::shared_mutex> weights(eng().weights_mutex);
     write_device_passes(passes, staged.writes, what);
@@ -490,11 +483,8 @@ struct Refitter::Impl {
         lost += eng().slot_filled[w.slot];
         eng().slot_filled[w.slot] = false;
       }
-      std::string cause = e.what();
-      const std::string prefix = std::string(error_code_name(e.code())) + ": ";
-      if (cause.rfind(prefix, 0) == 0) cause.erase(0, prefix.size());
       throw Error(ErrorCode::kDEVICE,
-                  cause + "; the refit stopped part-way, so " + std::to_string(lost) +
+                  e.message() + "; the refit stopped part-way, so " + std::to_string(lost) +
                       " slot(s) it was writing (e.g. '" + first +
                       "') hold no defined weights until a refit rewrites them "
                       "(RefitStaging::kDEVICE_COPY keeps the engine as it was instead)");
