@@ -53,11 +53,11 @@ def hbm_gb_s():
     return best
 
 
-def bindery_run(build, ckpt, profile=False):
+def bindery_run(build, ckpt, profile=False, extra_env=None):
     """bench_llama_decode's JSON; with `profile`, a shorter run under BINDERY_CUDA_PROFILE (its
     events cost host time, so the figures come from a run without it)."""
     exe = os.path.join(build, "bench", "bench_llama_decode")
-    env = dict(os.environ, BINDERY_CUDA_MAX_SEQUENCES="1")
+    env = dict(os.environ, BINDERY_CUDA_MAX_SEQUENCES="1", **(extra_env or {}))
     cmd = [exe, ckpt, "--dtype", "bfloat16", "--device", "cuda", "--prompt-len", str(PROMPT_LEN),
            "--max-seq-len", "2560"]
     if profile:
@@ -125,12 +125,43 @@ def transformers_runs(ckpt, compile_too):
     return res
 
 
+def bindery_variants(args, per_token, bw, read_s):
+    """Decode tok/s of the default run and of each variant, whether their greedy tokens agree,
+    and the default's profile."""
+    variants = [("default", {})]
+    for v in args.variant:
+        name, _, assignments = v.partition("=")
+        variants.append((name, dict(a.split("=", 1) for a in assignments.split(","))))
+    roofline = bw * 1e9 / per_token
+    result = {"device": torch.cuda.get_device_name(0), "date": datetime.date.today().isoformat(),
+              "commit": os.environ.get("BINDERY_COMMIT", "unknown"), "hbm_gb_s": bw,
+              "roofline_tok_s": roofline, "read_weights_s": read_s, "runs": {}}
+    tokens = None
+    for name, env in variants:
+        r = bindery_run(args.build, args.ckpt, extra_env=env)
+        tokens = tokens or r["tokens"]
+        result["runs"][name] = {
+            "env": env, "decode_tok_s": r["decode_tok_s"],
+            "decode_vs_roofline": r["decode_tok_s"] / roofline,
+            "prefill_2048_ms": r["prefill_long_s"] * 1e3, "build_s": r["build_s"],
+            "tokens_agree_with_default": r["tokens"] == tokens}
+        print(name, json.dumps(result["runs"][name]), flush=True)
+    result["profile"] = bindery_run(args.build, args.ckpt, profile=True)["profile"]
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print("\n".join(result["profile"]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build-device")
     ap.add_argument("--ckpt", default="/tmp/llama-3-8b")
     ap.add_argument("--out", required=True)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--bindery-only", action="store_true",
+                    help="bindery alone, once per --variant, and the profile: a quick check")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=VAR=VALUE[,VAR=VALUE]: a bindery run under these variables")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.ckpt, "model.safetensors.index.json")):
         subprocess.run([sys.executable, "tools/make_random_llama_checkpoint.py", "--model",
@@ -144,6 +175,8 @@ def main():
     mean_context = PROMPT_LEN + NEW_TOKENS / 2
     kv_bytes = layers * 2 * config["num_key_value_heads"] * d * 2 * mean_context
     per_token = weight_bytes - embed_bytes + kv_bytes
+    if args.bindery_only:
+        return bindery_variants(args, per_token, bw, read_s)
     bindery = bindery_run(args.build, args.ckpt)
     bindery["profile"] = bindery_run(args.build, args.ckpt, profile=True)["profile"]
     with open(args.out + ".partial", "w") as f:  # kept if the transformers runs do not finish

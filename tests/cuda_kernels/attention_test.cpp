@@ -136,6 +136,11 @@ void run_decode(const DecodeCase& c, std::mt19937& rng) {
   decode_attention(dq.get(), dout2.get(), c.hq, batch, cv, c.window, dws.get(), ws, nullptr);
   const auto out = dout.read<uint16_t>(q.size());
   EXPECT_TRUE(dout2.read<uint16_t>(q.size()) == out) << "second call on the workspace differs";
+  // A caller that keeps the workspace to itself may skip the clearing (kZERO).
+  DeviceMem dout3(q.size() * 2);
+  decode_attention(dq.get(), dout3.get(), c.hq, batch, cv, c.window, dws.get(), ws, nullptr,
+                   WorkspaceCounters::kZERO);
+  EXPECT_TRUE(dout3.read<uint16_t>(q.size()) == out) << "a kZERO call differs";
 
   // The append wrote exactly the new rows.
   for (int s = 0; s < b; ++s)
@@ -272,6 +277,64 @@ TEST(CudaPrefillAttention, MatchesReferenceForPackedCausalGqaAndWindows) {
       {hf, {513}, {0}, 4, 4, 128, 0},
   };
   for (const auto& c : cases) run_prefill(c, rng);
+}
+
+// rope_kv_append is rotary_embedding on q and k followed by kv_cache_append, to the bit: packed
+// prefill rows of two sequences, q rotated in place and into another buffer, and a sequence
+// whose slot is outside the cache (its q still rotated, nothing written to the cache).
+TEST(CudaRopeKvAppend, EqualsRotaryThenAppend) {
+  BINDERY_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(41);
+  for (const DataType t : {DataType::kBF16, DataType::kHALF})
+    for (const bool in_place : {true, false}) {
+      SCOPED_TRACE(std::string(name(t)) + (in_place ? " in place" : " into q_out"));
+      const int hq = 8, hkv = 2, d = 128, slots_n = 4, max_len = 40;
+      const std::vector<int32_t> cu = {0, 5, 12, 13}, slots = {2, 0, 7}, lens = {5, 30, 3};
+      const int tokens = cu.back(), b = 3;
+      std::vector<int32_t> pos;
+      for (int s = 0; s < b; ++s) {
+        const int n = cu[s + 1] - cu[s];
+        for (int i = 0; i < n; ++i) pos.push_back(lens[s] - n + i);
+      }
+      std::vector<float> inv_freq(d / 2);
+      for (int i = 0; i < d / 2; ++i)
+        inv_freq[i] = float(1.0 / std::pow(500000.0, double(2 * i) / d));
+      const auto q = random_half(t, size_t(tokens) * hq * d, rng, -3.f, 3.f);
+      const auto k = random_half(t, size_t(tokens) * hkv * d, rng, -3.f, 3.f);
+      const auto v = random_half(t, size_t(tokens) * hkv * d, rng);
+      const size_t cache_elems = size_t(slots_n) * max_len * hkv * d;
+      DeviceMem dpos(pos), dinv(inv_freq), dcu(cu), dslots(slots), dlens(lens);
+      SeqBatchView batch;
+      batch.num_seqs = b;
+      batch.cu_seqlens = dcu.as<int32_t>();
+      batch.slots = dslots.as<int32_t>();
+      batch.context_lens = dlens.as<int32_t>();
+      batch.max_context_len = 30;
+      batch.max_new_tokens = 7;
+      // Reference: the separate kernels.
+      DeviceMem rq(q), rk(k), rv(v), rkc(cache_elems * 2), rvc(cache_elems * 2);
+      rotary_embedding(t, rq.get(), rk.get(), dpos.as<int32_t>(), dinv.as<float>(), 1.f, tokens, hq,
+                       hkv, d, nullptr);
+      KvCacheView rc{rkc.get(), rvc.get(), t, slots_n, max_len, hkv, d};
+      kv_cache_append(rk.get(), rv.get(), tokens, batch, rc, nullptr);
+      // Fused.
+      DeviceMem fq(q), fk(k), fv(v), fq_out(q.size() * 2), fkc(cache_elems * 2),
+          fvc(cache_elems * 2);
+      KvCacheView fc{fkc.get(), fvc.get(), t, slots_n, max_len, hkv, d};
+      void* q_out = in_place ? fq.get() : fq_out.get();
+      rope_kv_append(fq.get(), q_out, fk.get(), fv.get(), dpos.as<int32_t>(), dinv.as<float>(), 1.f,
+                     tokens, hq, batch, fc, nullptr);
+      const auto want_q = rq.read<uint16_t>(q.size());
+      EXPECT_TRUE((in_place ? fq : fq_out).read<uint16_t>(q.size()) == want_q) << "q differs";
+      if (!in_place) {
+        EXPECT_TRUE(fq.read<uint16_t>(q.size()) == q) << "q source was written";
+      }
+      EXPECT_TRUE(fk.read<uint16_t>(k.size()) == k) << "k source was written";
+      EXPECT_TRUE(fkc.read<uint16_t>(cache_elems) == rkc.read<uint16_t>(cache_elems))
+          << "k cache differs";
+      EXPECT_TRUE(fvc.read<uint16_t>(cache_elems) == rvc.read<uint16_t>(cache_elems))
+          << "v cache differs";
+    }
 }
 
 TEST(CudaAttention, RejectsBadArgumentsNamingThem) {

@@ -9,6 +9,7 @@
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device_util.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace bindery::cuda {
 namespace {
@@ -18,6 +19,8 @@ constexpr int kThreads = 256;
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     silu_mul_kernel(const T* __restrict__ gate_up, T* __restrict__ out, int64_t rows, int ffn) {
+  wait_for_producers();
+  allow_dependents();
   const int chunks = ffn / 8;
   const int64_t total = rows * chunks;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -39,9 +42,9 @@ void launch(const void* gate_up, void* out, int rows, int ffn, cudaStream_t stre
   const int64_t total = static_cast<int64_t>(rows) * (ffn / 8);
   const int64_t want = (total + kThreads - 1) / kThreads;
   const int blocks = static_cast<int>(std::min<int64_t>(want, 8LL * multiprocessor_count()));
-  silu_mul_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(gate_up),
-                                                      static_cast<T*>(out), rows, ffn);
-  check_launch("silu_mul_kernel");
+  launch_kernel("silu_mul_kernel", silu_mul_kernel<T>, blocks, kThreads, 0, stream,
+                static_cast<const T*>(gate_up), static_cast<T*>(out), static_cast<int64_t>(rows),
+                ffn);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "runtime/cuda/attention_common.cuh"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace bindery::cuda {
 namespace {
@@ -38,7 +39,7 @@ struct DecodeParams {
   const int32_t* context_lens;
   const void* k_cache;
   const void* v_cache;
-  int* ws_count;  // [seqs, hkv] splits finished so far (zeroed before each launch)
+  int* ws_count;  // [seqs, hkv] splits finished so far (zero between launches)
   float* ws_lse;  // [seqs, hq, splits] log2-sum-exp of each split (-inf: empty)
   float* ws_o;    // [seqs, hq, splits, D] normalized partial outputs
   int num_slots, max_seq_len, hq, hkv, window, splits, split_keys;
@@ -75,6 +76,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeParams p) {
   // kv head fastest: the blocks reading one position's Hkv * D row run side by side, so each
   // DRAM page is opened once.
   const int kvh = blockIdx.x, split = blockIdx.y, b = blockIdx.z;
+  wait_for_producers();  // q and this step's cache rows come from the kernels before
+  allow_dependents();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int group = p.hq / p.hkv;
@@ -200,7 +203,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeParams p) {
   if (p.splits == 1) return;
 
   // The last split of this (sequence, kv head) to finish merges all of them by their
-  // log-sum-exp: no second launch. The host wrapper zeroes the counters before the launch.
+  // log-sum-exp: no second launch. It sets the counter back to zero for the next launch.
   __shared__ int is_last;
   __threadfence();  // this block's partials are visible before it is counted
   __syncthreads();
@@ -211,6 +214,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeParams p) {
   }
   __syncthreads();
   if (!is_last) return;
+  if (threadIdx.x == 0) p.ws_count[b * p.hkv + kvh] = 0;  // every split has counted
   __threadfence();
   // Merge weights exp2(lse_s - max) / sum into shared memory (the tiles are free now): all
   // loads of a phase are independent, so the tail costs a few L2 round trips, not `used`.
@@ -263,8 +267,8 @@ void launch(const DecodeParams& p, int seqs, cudaStream_t stream) {
   check_cuda(
       cudaFuncSetAttribute(decode_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
       "cudaFuncSetAttribute(decode_kernel)");
-  decode_kernel<T, D><<<dim3(p.hkv, p.splits, seqs), kThreads, kSmem, stream>>>(p);
-  check_launch("decode_kernel");
+  launch_kernel("decode_kernel", decode_kernel<T, D>, dim3(p.hkv, p.splits, seqs), kThreads, kSmem,
+                stream, p);
 }
 
 /// Workspace layout: split counters, log-sum-exps, outputs, each 256-byte aligned.
@@ -297,7 +301,7 @@ size_t decode_attention_workspace_bytes(int num_seqs, int num_q_heads, int num_k
 
 void decode_attention(const void* q, void* out, int num_q_heads, const SeqBatchView& batch,
                       const KvCacheView& cache, int sliding_window, void* workspace,
-                      size_t workspace_bytes, cudaStream_t stream) {
+                      size_t workspace_bytes, cudaStream_t stream, WorkspaceCounters counters) {
   constexpr const char* kOp = "decode_attention";
   check_cache(cache, kOp);
   require(q && out && aligned16(q) && aligned16(out), kOp,
@@ -333,12 +337,12 @@ void decode_attention(const void* q, void* out, int num_q_heads, const SeqBatchV
     p.ws_lse = reinterpret_cast<float*>(ws + counter_bytes(batch.num_seqs, cache.num_kv_heads));
     p.ws_o = reinterpret_cast<float*>(reinterpret_cast<char*>(p.ws_lse) +
                                       round256(partials * sizeof(float)));
-    // The split counters must start at zero. The kernel leaves them at zero, but callers may
-    // share the workspace with other work, so clear them here (a few hundred bytes, in order
-    // on the stream and capturable in a graph) rather than trust an initialisation contract.
-    check_cuda(
-        cudaMemsetAsync(p.ws_count, 0, counter_bytes(batch.num_seqs, cache.num_kv_heads), stream),
-        "decode_attention: clearing the split counters");
+    // The split counters start at zero and every launch leaves them there; a workspace that
+    // other work wrote since is cleared here (a few hundred bytes, in order on the stream).
+    if (counters != WorkspaceCounters::kZERO)
+      check_cuda(
+          cudaMemsetAsync(p.ws_count, 0, counter_bytes(batch.num_seqs, cache.num_kv_heads), stream),
+          "decode_attention: clearing the split counters");
   }
   p.num_slots = cache.num_slots;
   p.max_seq_len = cache.max_seq_len;

@@ -9,6 +9,7 @@
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device_util.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace bindery::cuda {
 namespace {
@@ -16,6 +17,8 @@ namespace {
 __global__ void embedding_kernel(const int32_t* __restrict__ ids, const uint4* __restrict__ table,
                                  int vocab, int row_chunks, uint4* __restrict__ out,
                                  int* __restrict__ error_flag) {
+  wait_for_producers();
+  allow_dependents();
   const int64_t tok = blockIdx.x;
   const int id = ids[tok];
   const bool ok = id >= 0 && id < vocab;
@@ -41,10 +44,9 @@ void embedding_gather(DataType dtype, const int32_t* ids, const void* table, int
   if (tokens == 0) return;
   const int row_chunks = hidden / 8;
   const int threads = std::min(512, std::max(32, (row_chunks + 31) / 32 * 32));
-  embedding_kernel<<<tokens, threads, 0, stream>>>(ids, static_cast<const uint4*>(table), vocab,
-                                                   row_chunks, static_cast<uint4*>(out),
-                                                   error_flag);
-  check_launch("embedding_kernel");
+  launch_kernel("embedding_kernel", embedding_kernel, tokens, threads, 0, stream, ids,
+                static_cast<const uint4*>(table), vocab, row_chunks, static_cast<uint4*>(out),
+                error_flag);
 }
 
 }  // namespace bindery::cuda

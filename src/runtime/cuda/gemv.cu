@@ -22,6 +22,7 @@
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device_util.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace bindery::cuda {
 namespace {
@@ -50,6 +51,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   const int full_steps = k / kStepCols;
+  // Under programmatic launch the blocks may start before the kernel that writes x ends. (Loading
+  // the first weights before this wait measured slower: the peeled loop costs more than the
+  // latency it hides.)
+  wait_for_producers();
+  allow_dependents();
   if (row0 < n) {
     for (int s = kw; s < full_steps; s += k_warps) {
       const int base = s * kStepCols + t * 8;
@@ -117,10 +123,9 @@ void launch(const void* x, const void* w, const void* bias, void* y, int m, int 
   const int groups_per_block = warps / k_warps;
   const int groups = (n + kRowsPerWarp - 1) / kRowsPerWarp;
   const int blocks = (groups + groups_per_block - 1) / groups_per_block;
-  gemv_kernel<T, TOut><<<blocks, warps * 32, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-      static_cast<TOut*>(y), m, n, k, k_warps);
-  check_launch("gemv_kernel");
+  launch_kernel("gemv_kernel", gemv_kernel<T, TOut>, blocks, warps * 32, 0, stream,
+                static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+                static_cast<TOut*>(y), m, n, k, k_warps);
 }
 
 }  // namespace

@@ -100,6 +100,16 @@ struct SeqBatchView {
 void kv_cache_append(const void* k, const void* v, int tokens, const SeqBatchView& batch,
                      const KvCacheView& cache, cudaStream_t stream);
 
+/// kv_cache_append with the rotary embedding of rotary_embedding first: q [tokens, Hq, D] is
+/// rotated into q_out (which may be q), and k [tokens, Hkv, D] is rotated on its way into the
+/// cache (k itself is not changed); v is copied. The cache's dtype (bf16 or f16) and head_dim
+/// are those of q and k. Rows whose slot or position falls outside the cache are not written
+/// to the cache; their q is still rotated.
+void rope_kv_append(const void* q, void* q_out, const void* k, const void* v,
+                    const int32_t* positions, const float* inv_freq, float attention_scaling,
+                    int tokens, int num_q_heads, const SeqBatchView& batch,
+                    const KvCacheView& cache, cudaStream_t stream);
+
 /// Scratch bytes decode_attention needs for these sizes (0 when one split suffices).
 size_t decode_attention_workspace_bytes(int num_seqs, int num_q_heads, int num_kv_heads,
                                         int head_dim, int max_context_len);
@@ -110,11 +120,16 @@ size_t decode_attention_workspace_bytes(int num_seqs, int num_q_heads, int num_k
 /// when query_pos - key_pos < sliding_window; <= 0 means no window). out [num_seqs, Hq, D].
 /// Flash-decoding: the cache is split over blocks, and the last block of each (sequence, kv
 /// head) merges the splits through `workspace` (decode_attention_workspace_bytes for the same
-/// batch on the current device; its contents need not be initialised: the call clears its
-/// split counters with a memset on `stream`). One call at a time per workspace.
+/// batch on the current device). One call at a time per workspace. The workspace's split
+/// counters must be zero when the kernel starts, and every call leaves them at zero: with
+/// kUNKNOWN (a workspace shared with other work) the call clears them with a memset on
+/// `stream`; kZERO promises that nothing else wrote the workspace since it was zeroed or since
+/// the last decode_attention on it, and saves that launch.
+enum class WorkspaceCounters { kUNKNOWN, kZERO };
 void decode_attention(const void* q, void* out, int num_q_heads, const SeqBatchView& batch,
                       const KvCacheView& cache, int sliding_window, void* workspace,
-                      size_t workspace_bytes, cudaStream_t stream);
+                      size_t workspace_bytes, cudaStream_t stream,
+                      WorkspaceCounters counters = WorkspaceCounters::kUNKNOWN);
 
 /// Prefill attention over packed sequences: q/out [tokens, Hq, D] with rows grouped by
 /// batch.cu_seqlens (required), keys and values read from the cache (append first, so chunked

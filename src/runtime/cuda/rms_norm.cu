@@ -13,6 +13,7 @@
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device_util.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace bindery::cuda {
 namespace {
@@ -34,6 +35,8 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, T* __restrict__ residua
                                 const T* __restrict__ weight, T* __restrict__ out, int hidden,
                                 float eps) {
   __shared__ float scratch[32];
+  wait_for_producers();
+  allow_dependents();
   const int64_t row = blockIdx.x;
   const int chunks = hidden / 8;
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * hidden);
@@ -71,10 +74,9 @@ void launch(const void* x, void* residual, const void* weight, void* out, int ro
             float eps, cudaStream_t stream) {
   // About one 16-byte chunk per thread up to 8192 elements; whole warps.
   const int threads = std::min(1024, std::max(32, (hidden / 8 + 31) / 32 * 32));
-  rms_norm_kernel<T><<<rows, threads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<T*>(residual), static_cast<const T*>(weight),
-      static_cast<T*>(out), hidden, eps);
-  check_launch("rms_norm_kernel");
+  launch_kernel("rms_norm_kernel", rms_norm_kernel<T>, rows, threads, 0, stream,
+                static_cast<const T*>(x), static_cast<T*>(residual), static_cast<const T*>(weight),
+                static_cast<T*>(out), hidden, eps);
 }
 
 }  // namespace

@@ -4,69 +4,47 @@
 // with angle_i = float(position) * inv_freq[i] in fp32 and cos/sin scaled by the attention
 // scaling, then rounded to the element type, and each product and the sum rounded as
 // transformers' element-wise bf16/fp16 ops round them. One block per token: its D/2 cos/sin
-// pairs are computed once (sincosf with full range reduction: angles reach 1e5 rad at long
-// context, where the fast __sinf is wrong) and shared by all of the token's q and k heads.
+// pairs are computed once (rotary_common.cuh) and shared by all of the token's q and k heads.
 
 #include <string>
 
 #include "runtime/cuda/cuda_check.h"
-#include "runtime/cuda/device_util.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/launch.cuh"
+#include "runtime/cuda/rotary_common.cuh"
 
 namespace bindery::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kMaxHalfDim = 256;  // head_dim <= 512
-
-template <typename T>
-__device__ __forceinline__ void rotate_chunk(T* head, int c, int half, const float* cos_s,
-                                             const float* sin_s) {
-  uint4* lo_p = reinterpret_cast<uint4*>(head + c * 8);
-  uint4* hi_p = reinterpret_cast<uint4*>(head + half + c * 8);
-  float lo[8], hi[8], out_lo[8], out_hi[8];
-  unpack8<T>(*lo_p, lo);
-  unpack8<T>(*hi_p, hi);
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const float cs = cos_s[c * 8 + j], sn = sin_s[c * 8 + j];
-    out_lo[j] = round_to<T>(lo[j] * cs) + round_to<T>(-hi[j] * sn);
-    out_hi[j] = round_to<T>(hi[j] * cs) + round_to<T>(lo[j] * sn);
-  }
-  *lo_p = pack8<T>(out_lo);
-  *hi_p = pack8<T>(out_hi);
-}
+using rotary::kMaxHalfDim;
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     rotary_kernel(T* __restrict__ q, T* __restrict__ k, const int32_t* __restrict__ positions,
                   const float* __restrict__ inv_freq, float scaling, int hq, int hkv, int d) {
   __shared__ float cos_s[kMaxHalfDim], sin_s[kMaxHalfDim];
+  wait_for_producers();
+  allow_dependents();
   const int64_t tok = blockIdx.x;
   const int half = d / 2;
-  const float pos = static_cast<float>(positions[tok]);
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    float s, c;
-    sincosf(pos * inv_freq[i], &s, &c);
-    cos_s[i] = round_to<T>(c * scaling);
-    sin_s[i] = round_to<T>(s * scaling);
-  }
+  rotary::fill_cos_sin<T>(static_cast<float>(positions[tok]), inv_freq, scaling, half, cos_s,
+                          sin_s);
   __syncthreads();
   const int chunks = half / 8;
   const int heads = hq + (k ? hkv : 0);
   for (int i = threadIdx.x; i < heads * chunks; i += blockDim.x) {
     const int h = i / chunks, c = i % chunks;
     T* head = h < hq ? q + (tok * hq + h) * d : k + (tok * hkv + (h - hq)) * d;
-    rotate_chunk<T>(head, c, half, cos_s, sin_s);
+    rotary::rotate_chunk<T>(head, head, c, half, cos_s, sin_s);
   }
 }
 
 template <typename T>
 void launch(void* q, void* k, const int32_t* positions, const float* inv_freq, float scaling,
             int tokens, int hq, int hkv, int d, cudaStream_t stream) {
-  rotary_kernel<T><<<tokens, kThreads, 0, stream>>>(static_cast<T*>(q), static_cast<T*>(k),
-                                                    positions, inv_freq, scaling, hq, hkv, d);
-  check_launch("rotary_kernel");
+  launch_kernel("rotary_kernel", rotary_kernel<T>, tokens, kThreads, 0, stream, static_cast<T*>(q),
+                static_cast<T*>(k), positions, inv_freq, scaling, hq, hkv, d);
 }
 
 }  // namespace

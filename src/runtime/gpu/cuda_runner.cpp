@@ -13,7 +13,10 @@
 //    writing the sum over the operand that is not read again);
 //  - silu(gate) * up over the two halves of a fused gate|up matmul is one silu_mul kernel;
 //  - a column block of a one-row activation (decode: the q/k/v parts of the fused qkv) is a
-//    view, not a copy, and rotary embeddings rotate in place what nothing reads afterwards.
+//    view, not a copy, and rotary embeddings rotate in place what nothing reads afterwards;
+//  - the rotary embeddings of an attention layer's q and k run with its KV-cache append as one
+//    kernel (rope_kv_append), k rotated straight into the cache.
+
 //
 // Decode steps of the shapes of the previous run are replayed as a captured CUDA graph (one
 // per 256-position context bucket); BINDERY_CUDA_GRAPHS=0 launches node by node instead.
@@ -413,6 +416,30 @@ class CudaRunner final : public DeviceRunner {
     return is_weight(t) ? slots_.slot_ptr(graph().tensors[t].slot) : data_[t];
   }
   int64_t count(int t) const { return volume(descs_[t].dims); }
+  // The inverse frequencies of rotary node `node` on the device, uploaded on its first run
+  // (never inside a captured step: a graph replays only runs of shapes already run).
+  const float* rotary_frequencies(int node) {
+    Buffer& freq = inv_freq_[node];
+    if (!freq.data()) {
+      const auto& f = std::get<RotaryParams>(graph().nodes[node].params).inv_freq;
+      freq.reserve(f.size() * sizeof(float), "rotary frequencies");
+      cuda_ok(cudaMemcpy(freq.data(), f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice),
+              node_text(graph().nodes[node]));
+    }
+    return static_cast<const float*>(freq.data());
+  }
+  // Decode attention's workspace, zeroed whenever it grows so that its split counters start
+  // at zero (cuda::WorkspaceCounters::kZERO); null when `bytes` is 0.
+  void* reserve_attention_workspace(size_t bytes) {
+    if (bytes == 0) return nullptr;
+    if (bytes > attention_workspace_bytes_) {
+      attention_workspace_.reserve(bytes, "decode attention");
+      cuda_ok(cudaMemsetAsync(attention_workspace_.data(), 0, bytes, stream_),
+              "clearing the decode attention workspace");
+      attention_workspace_bytes_ = bytes;
+    }
+    return attention_workspace_.data();
+  }
 
   Device device_;
   const PlanMetadata& plan_;
@@ -445,6 +472,10 @@ class CudaRunner final : public DeviceRunner {
   int max_cache_len_ = INT_MAX;  // the shortest KV cache (max_seq_len) of the plan
   std::vector<int> run_slots_;   // the cache slot of each of the run's sequences
   Buffer workspace_;
+  // Decode attention's own workspace: its split counters stay zero between launches (the
+  // kernel leaves them so), which holds only if nothing else writes it.
+  Buffer attention_workspace_;
+  size_t attention_workspace_bytes_ = 0;
   // Fusion plan (plan_fusions) and per-run aliasing.
   std::vector<int> last_use_;    // per tensor: last node reading it (INT_MAX: an output)
   std::vector<int> free_after_;  // per tensor: last node reading it, fused readers included
@@ -463,6 +494,14 @@ class CudaRunner final : public DeviceRunner {
   };
   std::vector<FusedAdd> fused_add_;
   std::vector<int> silu_mul_input_;  // per mul node: the gate|up tensor it reads, or -1
+  // Per attention node: the rotary nodes of its q and k that run inside its cache append.
+  struct FusedRope {
+    int q = -1, k = -1;
+  };
+  std::vector<FusedRope> fused_rope_;
+  // Per node: whether it is the q or k rotary of some fused_rope_.
+  enum class FusedRopeRole : uint8_t { kNONE, kQ, kK };
+  std::vector<FusedRopeRole> rope_role_;
   // Captured decode steps per context bucket (BINDERY_CUDA_GRAPHS=0 turns them off).
   struct GraphExecDeleter {
     void operator()(cudaGraphExec_t e) const { cudaGraphExecDestroy(e); }
@@ -488,6 +527,8 @@ void CudaRunner::plan_fusions() {
     std::vector<int> reads;
     if (fused_add_[i].add >= 0) reads = {fused_add_[i].residual, fused_add_[i].x};
     if (silu_mul_input_[i] >= 0) reads.push_back(silu_mul_input_[i]);
+    for (int r : {fused_rope_[i].q, fused_rope_[i].k})
+      if (r >= 0) reads.insert(reads.end(), g.nodes[r].inputs.begin(), g.nodes[r].inputs.end());
     for (int t : reads)
       if (t >= 0 && free_after_[t] != INT_MAX)
         free_after_[t] = std::max(free_after_[t], static_cast<int>(i));
@@ -514,6 +555,8 @@ void CudaRunner::plan_fusion_patterns() {
   skip_.assign(nodes, false);
   fused_add_.assign(nodes, {});
   silu_mul_input_.assign(nodes, -1);
+  fused_rope_.assign(nodes, {});
+  rope_role_.assign(nodes, FusedRopeRole::kNONE);
   const auto node_of = [&](int t, LayerType type) -> const GraphNode* {
     return t >= 0 && producer[t] >= 0 && g.nodes[producer[t]].type == type ? &g.nodes[producer[t]]
                                                                            : nullptr;
@@ -545,6 +588,26 @@ void CudaRunner::plan_fusion_patterns() {
       skip_[add_index] = true;
       const bool into_a = last_reader(a, add_index);
       fused_add_[i] = {static_cast<int>(add_index), into_a ? a : b, into_a ? b : a};
+    } else if (n.type == LayerType::kATTENTION) {
+      // rotary(q), rotary(k) -> attention, each rotary read by the attention only, same
+      // positions and frequencies: one rope_kv_append.
+      const GraphNode* rq = node_of(n.inputs[0], LayerType::kROTARY);
+      const GraphNode* rk = node_of(n.inputs[1], LayerType::kROTARY);
+      if (!rq || !rk || rq == rk || readers[rq->outputs[0]] != 1 || readers[rk->outputs[0]] != 1)
+        continue;
+      const auto& pq = std::get<RotaryParams>(rq->params);
+      const auto& pk = std::get<RotaryParams>(rk->params);
+      const auto& pa = std::get<AttentionParams>(n.params);
+      if (rq->inputs[1] != rk->inputs[1] || pq.inv_freq != pk.inv_freq ||
+          pq.attention_factor != pk.attention_factor || pq.head_dim != pa.head_dim ||
+          pk.head_dim != pa.head_dim || pq.num_heads != pa.num_heads ||
+          pk.num_heads != pa.num_kv_heads || pq.dynamic_factor != 0 || pk.dynamic_factor != 0)
+        continue;
+      const int q_index = producer[rq->outputs[0]], k_index = producer[rk->outputs[0]];
+      fused_rope_[i] = {q_index, k_index};
+      skip_[q_index] = skip_[k_index] = true;
+      rope_role_[q_index] = FusedRopeRole::kQ;
+      rope_role_[k_index] = FusedRopeRole::kK;
     } else if (n.type == LayerType::kELEMENTWISE &&
                std::get<ElementwiseParams>(n.params).op == ElementwiseOp::kPROD) {
       // silu(slice(X, [0, F))) * slice(X, [F, 2F)) over a fused gate|up X.
@@ -661,7 +724,7 @@ void CudaRunner::launch_graph() {
         const size_t ws = cuda::decode_attention_workspace_bytes(
             batch_.num_seqs, static_cast<int>(p.num_heads), static_cast<int>(p.num_kv_heads),
             static_cast<int>(p.head_dim), batch_.max_context_len);
-        if (ws) workspace_.reserve(ws, "decode attention");
+        reserve_attention_workspace(ws);
       }
     cudaGraph_t g = nullptr;
     cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
@@ -758,7 +821,10 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
             d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
           descs_[t] = d;
         }
-        if (!skip_[node_index]) prepare_node(n, node_index);
+        // A rotary fused into its attention's cache append still owns (or aliases) the rotated
+        // q it writes; the rotated k goes straight to the cache and has no storage.
+        if (!skip_[node_index] || rope_role_[node_index] == FusedRopeRole::kQ)
+          prepare_node(n, node_index);
         release_storage(node_index);
       }
       if (skip_[node_index]) continue;  // runs inside the node that consumes its output
@@ -913,21 +979,15 @@ void CudaRunner::launch_node(const GraphNode& n, size_t index) {
       return;
     case LayerType::kROTARY: {
       const auto& p = std::get<RotaryParams>(n.params);
-      Buffer& freq = inv_freq_[static_cast<int>(&n - graph().nodes.data())];
-      if (!freq.data()) {
-        freq.reserve(p.inv_freq.size() * sizeof(float), "rotary frequencies");
-        cuda_ok(cudaMemcpy(freq.data(), p.inv_freq.data(), p.inv_freq.size() * sizeof(float),
-                           cudaMemcpyHostToDevice),
-                node_text(n));
-      }
-      cuda_ok(
-          cudaMemcpyAsync(y, ptr(n.inputs[0]), static_cast<size_t>(dtype_bytes(act_, count(out))),
-                          cudaMemcpyDeviceToDevice, stream_),
-          node_text(n));
+      if (y != ptr(n.inputs[0]))  // not rotated in place
+        cuda_ok(
+            cudaMemcpyAsync(y, ptr(n.inputs[0]), static_cast<size_t>(dtype_bytes(act_, count(out))),
+                            cudaMemcpyDeviceToDevice, stream_),
+            node_text(n));
       const int tokens = static_cast<int>(descs_[n.inputs[0]].dims[0]);
       cuda::rotary_embedding(act_, y, nullptr, static_cast<const int32_t*>(ptr(n.inputs[1])),
-                             static_cast<const float*>(freq.data()), p.attention_factor, tokens,
-                             static_cast<int>(p.num_heads), 0, static_cast<int>(p.head_dim),
+                             rotary_frequencies(static_cast<int>(index)), p.attention_factor,
+                             tokens, static_cast<int>(p.num_heads), 0, static_cast<int>(p.head_dim),
                              stream_);
       return;
     }
@@ -953,15 +1013,25 @@ void CudaRunner::launch_node(const GraphNode& n, size_t index) {
       const int tokens = static_cast<int>(descs_[n.inputs[0]].dims[0]);
       cuda::SeqBatchView batch = batch_;
       if (decode_only_) batch.cu_seqlens = nullptr;
-      cuda::kv_cache_append(ptr(n.inputs[1]), ptr(n.inputs[2]), tokens, batch, c.view, stream_);
+      if (const FusedRope& r = fused_rope_[index]; r.q >= 0) {
+        const GraphNode& rq = graph().nodes[r.q];
+        const GraphNode& rk = graph().nodes[r.k];
+        cuda::rope_kv_append(ptr(rq.inputs[0]), data_[n.inputs[0]], ptr(rk.inputs[0]),
+                             ptr(n.inputs[2]), static_cast<const int32_t*>(ptr(rq.inputs[1])),
+                             rotary_frequencies(r.q),
+                             std::get<RotaryParams>(rq.params).attention_factor, tokens,
+                             static_cast<int>(p.num_heads), batch, c.view, stream_);
+      } else {
+        cuda::kv_cache_append(ptr(n.inputs[1]), ptr(n.inputs[2]), tokens, batch, c.view, stream_);
+      }
       const int window = static_cast<int>(p.sliding_window);
       if (decode_only_) {
         const size_t ws = cuda::decode_attention_workspace_bytes(
             batch.num_seqs, static_cast<int>(p.num_heads), static_cast<int>(p.num_kv_heads),
             static_cast<int>(p.head_dim), batch.max_context_len);
-        void* w = ws ? workspace_.reserve(ws, "decode attention") : nullptr;
         cuda::decode_attention(ptr(n.inputs[0]), y, static_cast<int>(p.num_heads), batch, c.view,
-                               window, w, ws, stream_);
+                               window, reserve_attention_workspace(ws), ws, stream_,
+                               cuda::WorkspaceCounters::kZERO);
       } else {
         cuda::prefill_attention(ptr(n.inputs[0]), y, tokens, static_cast<int>(p.num_heads), batch,
                                 c.view, window, stream_);
