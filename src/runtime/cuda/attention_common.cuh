@@ -36,6 +36,35 @@ __device__ __forceinline__ void load_tile_async(T* tile, const T* base, int64_t 
   }
 }
 
+/// One step of the double-buffered K/V stream shared by the flash loops: queues tile it + 1 of
+/// the `tiles` starting at tile_first (if there is one) into the other of the two stages, then
+/// waits until tile `it` has landed and the whole block sees it.
+template <typename T, int D>
+__device__ __forceinline__ void stage_kv_tiles(int it, int tiles, int tile_first, T* k_tiles,
+                                               T* v_tiles, const T* k_base, const T* v_base,
+                                               int64_t stride, int valid_rows, int threads) {
+  if (it + 1 < tiles) {
+    const int st = (it + 1) % 2;
+    const int first = (tile_first + it + 1) * kTileRows;
+    load_tile_async<T, D>(k_tiles + st * kTileRows * D, k_base, stride, first, valid_rows,
+                          threadIdx.x, threads);
+    load_tile_async<T, D>(v_tiles + st * kTileRows * D, v_base, stride, first, valid_rows,
+                          threadIdx.x, threads);
+  }
+  cp_async_commit();
+  cp_async_wait<1>();
+  __syncthreads();
+}
+
+/// The softmax denominators of a quad's rows: each lane held the sum over its own columns.
+__device__ __forceinline__ void quad_sum(float (&l)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+}
+
 /// A fragments of a 16-row slice (rows row0..row0+15) of a swizzled tile: qa[kk] covers
 /// columns 16kk..16kk+15.
 template <typename T, int D>

@@ -28,7 +28,7 @@ using namespace attention;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kStages = 2;
+constexpr int kStages = 2;       // stage_kv_tiles double-buffers
 constexpr int kMaxSplits = 256;  // the merge keeps [group <= 16][splits] weights in smem
 
 struct DecodeParams {
@@ -119,17 +119,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeParams p) {
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   for (int it = 0; it < tiles; ++it) {
-    if (it + 1 < tiles) {
-      const int st = (it + 1) % kStages;
-      const int first = (tile_first + it + 1) * kTileRows;
-      load_tile_async<T, D>(k_tiles + st * kTileRows * D, k_base, row_stride, first, len,
-                            threadIdx.x, kThreads);
-      load_tile_async<T, D>(v_tiles + st * kTileRows * D, v_base, row_stride, first, len,
-                            threadIdx.x, kThreads);
-    }
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
+    stage_kv_tiles<T, D>(it, tiles, tile_first, k_tiles, v_tiles, k_base, v_base, row_stride, len,
+                         kThreads);
     const int st = it % kStages;
     const int key0 = (tile_first + it) * kTileRows + warp * 16;
     if (key0 + 16 > lo && key0 < hi) {  // this warp's 16 keys overlap [lo, hi)
@@ -150,11 +141,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(DecodeParams p) {
   cp_async_wait<0>();
 
   // Merge the 4 warps' states (only the group's rows) through shared memory, reusing the tiles.
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  quad_sum(l);
   float* ws_m = reinterpret_cast<float*>(smem_raw);  // [warps][16]
   float* ws_l = ws_m + kWarps * 16;                  // [warps][16]
   float* ws_ov = ws_l + kWarps * 16;                 // [warps][16][D]

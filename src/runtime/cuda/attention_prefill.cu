@@ -24,7 +24,7 @@ using namespace attention;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kStages = 2;
+constexpr int kStages = 2;  // stage_kv_tiles double-buffers
 
 struct PrefillParams {
   const void* q;
@@ -91,17 +91,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(PrefillParams p) {
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   for (int it = 0; it < tiles; ++it) {
-    if (it + 1 < tiles) {
-      const int st = (it + 1) % kStages;
-      const int first = (tile_first + it + 1) * kTileRows;
-      load_tile_async<T, D>(k_tiles + st * kTileRows * D, k_base, kv_stride, first, len,
-                            threadIdx.x, kThreads);
-      load_tile_async<T, D>(v_tiles + st * kTileRows * D, v_base, kv_stride, first, len,
-                            threadIdx.x, kThreads);
-    }
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
+    stage_kv_tiles<T, D>(it, tiles, tile_first, k_tiles, v_tiles, k_base, v_base, kv_stride, len,
+                         kThreads);
     if (it == 0) load_a_fragments<T, D>(qa, q_tile, warp * 16, lane);
     const int st = it % kStages;
     const int tk = (tile_first + it) * kTileRows;
@@ -134,11 +125,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(PrefillParams p) {
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  quad_sum(l);
   const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f;
   const float inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
   const int r0 = i0 + warp * 16 + g, r1 = r0 + 8;
