@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "bindery/device.h"
 #include "bindery/plan.h"
 #include "bindery/stream.h"
+#include "bindery/token_selection.h"
 #include "bindery/weights.h"
 
 namespace bindery {
@@ -109,7 +111,15 @@ class ExecutionContext {
   /// wait for a refit's commit), so outputs are all old or all new, never a mix.
   uint64_t last_run_weights_version() const;
   /// Result of the last run: a view into context-owned memory, valid until the next run.
+  /// Throws kINVALID_ARGUMENT for an output a CUDA context reduced to token ids.
   Weights output(const std::string& name) const;
+  /// From the next run on, selects one token per row of output `name` (f32 logits
+  /// [rows, vocab]) where the run leaves them: on the GPU for CUDA contexts, which then copy
+  /// back the ids alone, not the logits (output(name) throws). nullopt turns it off. Throws
+  /// kNOT_FOUND for an unknown output, kINVALID_ARGUMENT for settings out of range.
+  void set_token_selection(const std::string& name, std::optional<TokenSelection> selection);
+  /// The ids the last run selected from output `name`, one per row; valid until the next run.
+  std::span<const int32_t> selected_tokens(const std::string& name) const;
   /// A tensor marked with Network::mark_debug, as of the last run.
   Weights debug_tensor(const std::string& name) const;
   std::vector<std::string> debug_tensor_names() const;

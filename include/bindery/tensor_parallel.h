@@ -8,6 +8,8 @@
 // CPU engines only for now; a CUDA backend runs the same plans with an NCCL Communicator.
 
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,9 @@ class TensorParallelExecutor {
   void execute();
   /// Rank 0's output.
   Weights output(const std::string& name) const;
+  /// Token selection by rank 0's context (every rank holds the same gathered logits).
+  void set_token_selection(const std::string& name, std::optional<TokenSelection> selection);
+  std::span<const int32_t> selected_tokens(const std::string& name) const;
 
   void reset_kv_cache();
   void reset_sequence(int64_t seq_id);

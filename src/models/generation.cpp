@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <random>
 
 #include "bindery/engine.h"
 #include "bindery/error.h"
@@ -13,42 +12,16 @@
 
 namespace bindery::models {
 
+namespace {
+TokenSelection selection_of(const SamplingConfig& s) {
+  return {.temperature = s.temperature, .top_k = s.top_k, .top_p = s.top_p, .step = 0, .seeds = {}};
+}
+}  // namespace
+
 int32_t sample_token(std::span<const float> logits, const SamplingConfig& s,
                      std::function<double()> uniform) {
-  check(!logits.empty(), ErrorCode::kINVALID_ARGUMENT, "sample_token: no logits");
-  if (!s.temperature || *s.temperature <= 0)  // greedy: the first of the largest
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  std::vector<int32_t> order(logits.size());
-  std::iota(order.begin(), order.end(), 0);
-  // Descending by logit; ties by index, so the draw never depends on the sort's stability.
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
-  });
-  size_t keep = order.size();
-  if (s.top_k > 0) keep = std::min<size_t>(keep, static_cast<size_t>(s.top_k));
-  std::vector<double> probs(keep);
-  const double top = logits[order[0]];
-  double sum = 0;
-  for (size_t i = 0; i < keep; ++i)
-    sum += probs[i] = std::exp((logits[order[i]] - top) / *s.temperature);
-  if (s.top_p < 1.0f) {
-    double cumulative = 0;
-    for (size_t i = 0; i < keep; ++i) {
-      cumulative += probs[i] / sum;
-      if (cumulative >= s.top_p) {
-        keep = i + 1;
-        break;
-      }
-    }
-    probs.resize(keep);
-    sum = std::accumulate(probs.begin(), probs.end(), 0.0);
-  }
-  double r = uniform() * sum;
-  for (size_t i = 0; i < keep; ++i) {
-    r -= probs[i];
-    if (r < 0) return order[i];
-  }
-  return order[keep - 1];
+  const TokenSelection selection = selection_of(s);
+  return select_token(logits, selection, selection.greedy() ? 0.0 : uniform());
 }
 
 Generator::Generator(Engine& engine) : Generator(std::vector<Engine*>{&engine}) {}
@@ -66,8 +39,8 @@ Generator::Generator(std::vector<Engine*> ranks)
 
 Generator::~Generator() = default;
 
-Weights Generator::run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
-                       const std::vector<int32_t>& seq_ids, const std::vector<int32_t>& rows) {
+void Generator::run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+                    const std::vector<int32_t>& seq_ids, const std::vector<int32_t>& rows) {
   const auto n = static_cast<int64_t>(ids.size());
   for (int32_t id : ids)
     check(id >= 0 && id < vocab_, ErrorCode::kINVALID_ARGUMENT,
@@ -81,7 +54,6 @@ Weights Generator::run(const std::vector<int32_t>& ids, const std::vector<int32_
     context_->set_input(
         "logit_rows", Weights(DataType::kINT32, {static_cast<int64_t>(rows.size())}, rows.data()));
   context_->execute();
-  return context_->output("logits");
 }
 
 HostTensor Generator::logits(std::span<const int32_t> tokens) {
@@ -93,7 +65,9 @@ HostTensor Generator::logits(std::span<const int32_t> tokens) {
   std::vector<int32_t> ids(tokens.begin(), tokens.end()), positions(tokens.size());
   std::iota(positions.begin(), positions.end(), 0);
   const std::vector<int32_t> seq(tokens.size(), 0);
-  return HostTensor::copy_of(run(ids, positions, seq, positions));  // every row
+  context_->set_token_selection("logits", std::nullopt);
+  run(ids, positions, seq, positions);  // every row
+  return HostTensor::copy_of(context_->output("logits"));
 }
 
 std::vector<std::vector<int32_t>> Generator::generate(
@@ -107,14 +81,12 @@ std::vector<std::vector<int32_t>> Generator::generate(
         "top_p must be in (0, 1]");
   const size_t n = prompts.size();
   std::vector<std::vector<int32_t>> out = prompts;
-  std::vector<std::mt19937_64> rngs;
   for (size_t i = 0; i < n; ++i) {
     check(!prompts[i].empty(), ErrorCode::kINVALID_ARGUMENT,
           "prompt " + std::to_string(i) + " is empty");
     check(static_cast<int64_t>(prompts[i].size()) <= max_seq_len_, ErrorCode::kINVALID_ARGUMENT,
           "prompt " + std::to_string(i) + " has " + std::to_string(prompts[i].size()) +
               " tokens; the engine's max sequence length is " + std::to_string(max_seq_len_));
-    rngs.emplace_back(sampling.seed + i);
   }
   if (sampling.max_new_tokens == 0) return out;
   context_->reset_kv_cache();
@@ -129,20 +101,31 @@ std::vector<std::vector<int32_t>> Generator::generate(
       last_row[i] = ids.size() - 1;
     }
   std::vector<int32_t> wanted;  // the rows whose logits the step needs
+  TokenSelection selection = selection_of(sampling);
   for (int64_t step = 0; step < sampling.max_new_tokens; ++step) {
     wanted.clear();
     for (size_t i = 0; i < n; ++i)
       if (!done[i]) wanted.push_back(static_cast<int32_t>(last_row[i]));
-    const Weights logits = run(ids, positions, seq_ids, wanted);
-    const float* rows = logits.data<float>();
+    // Sequence i draws under key seed + i at counter `step`, wherever its row is.
+    selection.step = static_cast<uint64_t>(step);
+    selection.seeds.clear();
+    if (!selection.greedy()) {
+      if (has_logit_rows_) {
+        for (size_t i = 0; i < n; ++i)
+          if (!done[i]) selection.seeds.push_back(sampling.seed + i);
+      } else {
+        for (int32_t seq : seq_ids) selection.seeds.push_back(sampling.seed + seq);
+      }
+    }
+    context_->set_token_selection("logits", selection);
+    run(ids, positions, seq_ids, wanted);
+    const std::span<const int32_t> chosen = context_->selected_tokens("logits");
     size_t wanted_index = 0;
     ids.clear(), positions.clear(), seq_ids.clear();
     for (size_t i = 0; i < n; ++i) {
       if (done[i]) continue;
-      std::uniform_real_distribution<double> dist(0.0, 1.0);
       const size_t row = has_logit_rows_ ? wanted_index++ : last_row[i];
-      const int32_t token = sample_token({rows + row * vocab_, static_cast<size_t>(vocab_)},
-                                         sampling, [&] { return dist(rngs[i]); });
+      const int32_t token = chosen[row];
       out[i].push_back(token);
       if (on_token_) on_token_(i, token);
       const bool stop = std::find(sampling.stop_tokens.begin(), sampling.stop_tokens.end(),

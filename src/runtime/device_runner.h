@@ -15,6 +15,7 @@
 
 #include "bindery/device.h"
 #include "bindery/plan.h"
+#include "bindery/token_selection.h"
 #include "bindery/weights.h"
 
 namespace bindery {
@@ -80,6 +81,10 @@ class DeviceRunner {
   /// are then host tensors of the runner (output()).
   virtual void run(const std::map<int, Weights>& inputs) = 0;
   virtual Weights output(int tensor) const = 0;
+  /// Selects tokens from output `tensor` on the device after each run (nullopt: off), so the
+  /// run copies back their ids instead of the logits.
+  virtual void set_token_selection(int tensor, const std::optional<TokenSelection>& s) = 0;
+  virtual std::span<const int32_t> selected_tokens(int tensor) const = 0;
   virtual void reset_kv_cache() = 0;
   virtual void reset_sequence(int64_t seq_id) = 0;
   virtual int64_t sequence_length(int64_t seq_id) const = 0;

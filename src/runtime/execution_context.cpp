@@ -21,6 +21,8 @@ struct ExecutionContext::Impl {
   uint64_t weights_version = 0;          // of the last run
   std::unique_ptr<DeviceRunner> device;  // CUDA engines: runs the graph on the GPU
   bool ran = false;
+  std::map<int, TokenSelection> selections;      // output tensor -> selection after each run
+  std::map<int, std::vector<int32_t>> selected;  // CPU contexts: the last run's ids
 
   const Graph& graph() const { return engine->impl_->meta.graph; }
   int input_index(const std::string& name) const {
@@ -32,7 +34,13 @@ struct ExecutionContext::Impl {
     throw Error(ErrorCode::kNOT_FOUND,
                 "no input named '" + name + "'; the engine's inputs are " + names);
   }
+  int output_index(const std::string& name) const {
+    for (int t : graph().outputs)
+      if (graph().tensors[t].name == name) return t;
+    throw Error(ErrorCode::kNOT_FOUND, "no output named '" + name + "'");
+  }
   void run();
+  void select_tokens();
   void run_collective(const GraphNode& n, const cpu::TensorRef& in, const cpu::TensorRef& out);
   Weights view_of(int t) const { return Weights(descs[t].dtype, descs[t].dims, data[t]); }
 };
@@ -139,7 +147,24 @@ void ExecutionContext::Impl::run() {
     else
       cpu::run_node(n, in, out, &kv_cache);
   }
+  select_tokens();
   ran = true;
+}
+
+void ExecutionContext::Impl::select_tokens() {
+  selected.clear();
+  for (const auto& [t, s] : selections) {
+    const Weights logits = view_of(t);
+    const std::string what = "token selection from output '" + graph().tensors[t].name + "'";
+    check(logits.dtype == DataType::kFLOAT && !logits.shape.empty(), ErrorCode::kDTYPE_MISMATCH,
+          what + ": expected f32 logits [rows, vocab], got " + describe(logits));
+    const int64_t vocab = logits.shape.back(), rows = vocab ? volume(logits.shape) / vocab : 0;
+    check_token_selection(s, rows, what);
+    std::vector<int32_t>& ids = selected[t];
+    for (int64_t r = 0; r < rows; ++r)
+      ids.push_back(select_token({logits.data<float>() + r * vocab, static_cast<size_t>(vocab)}, s,
+                                 selection_uniform(s, r)));
+  }
 }
 
 void ExecutionContext::Impl::run_collective(const GraphNode& n, const cpu::TensorRef& in,
@@ -194,10 +219,31 @@ void ExecutionContext::enqueue(Stream& stream) {
 
 Weights ExecutionContext::output(const std::string& name) const {
   check(impl_->ran, ErrorCode::kINVALID_ARGUMENT, "output '" + name + "' read before any run");
-  for (int t : impl_->graph().outputs)
-    if (impl_->graph().tensors[t].name == name)
-      return impl_->device ? impl_->device->output(t) : impl_->view_of(t);
-  throw Error(ErrorCode::kNOT_FOUND, "no output named '" + name + "'");
+  const int t = impl_->output_index(name);
+  return impl_->device ? impl_->device->output(t) : impl_->view_of(t);
+}
+
+void ExecutionContext::set_token_selection(const std::string& name,
+                                           std::optional<TokenSelection> selection) {
+  const int t = impl_->output_index(name);
+  if (selection)
+    check_token_selection(*selection, -1, "token selection from output '" + name + "'");
+  if (impl_->device) impl_->device->set_token_selection(t, selection);
+  if (selection)
+    impl_->selections[t] = std::move(*selection);
+  else
+    impl_->selections.erase(t);
+}
+
+std::span<const int32_t> ExecutionContext::selected_tokens(const std::string& name) const {
+  const int t = impl_->output_index(name);
+  check(impl_->ran, ErrorCode::kINVALID_ARGUMENT,
+        "tokens of output '" + name + "' read before any run");
+  if (impl_->device) return impl_->device->selected_tokens(t);
+  auto it = impl_->selected.find(t);
+  check(it != impl_->selected.end(), ErrorCode::kINVALID_ARGUMENT,
+        "the last run selected no tokens from output '" + name + "' (set_token_selection)");
+  return it->second;
 }
 
 Weights ExecutionContext::debug_tensor(const std::string& name) const {

@@ -110,6 +110,14 @@ Weights TensorParallelExecutor::output(const std::string& name) const {
   return contexts_[0]->output(name);
 }
 
+void TensorParallelExecutor::set_token_selection(const std::string& name,
+                                                 std::optional<TokenSelection> selection) {
+  contexts_[0]->set_token_selection(name, std::move(selection));
+}
+std::span<const int32_t> TensorParallelExecutor::selected_tokens(const std::string& name) const {
+  return contexts_[0]->selected_tokens(name);
+}
+
 void TensorParallelExecutor::reset_kv_cache() {
   for (auto& c : contexts_) c->reset_kv_cache();
 }

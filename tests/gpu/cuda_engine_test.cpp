@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <numeric>
 
 #include "bindery/engine.h"
 #include "bindery/error.h"
@@ -137,6 +138,54 @@ TEST(CudaEngine, RefitGivesAFreshBuildsLogits) {
   const HostTensor after = gen.logits(prompt), expected = fresh_gen.logits(prompt);
   EXPECT_EQ(max_abs_diff(after, expected), 0.f);
   EXPECT_GT(max_abs_diff(before, after), 0.f);
+}
+
+// Tokens selected on the GPU are the host selection of the very logits the GPU computed:
+// greedy exactly; sampled draws (same Philox u) except where fp32 probabilities straddle u.
+TEST(CudaEngine, TokensSelectedOnTheGpuAreTheHostSelectionOfItsLogits) {
+  REQUIRE_GPU();
+  auto engine = cuda_engine("models/bible-llama");
+  auto ctx = engine->create_execution_context();
+  const std::vector<int32_t> ids = {1, 5, 9, 23, 42, 7, 100, 3}, seq(ids.size(), 0);
+  std::vector<int32_t> pos(ids.size());
+  std::iota(pos.begin(), pos.end(), 0);
+  const auto n = static_cast<int64_t>(ids.size());
+  ctx->set_input("input_ids", Weights(DataType::kINT32, {n}, ids.data()));
+  ctx->set_input("positions", Weights(DataType::kINT32, {n}, pos.data()));
+  ctx->set_input("seq_ids", Weights(DataType::kINT32, {n}, seq.data()));
+  ctx->set_input("logit_rows", Weights(DataType::kINT32, {n}, pos.data()));
+  ctx->execute();
+  const HostTensor logits = HostTensor::copy_of(ctx->output("logits"));
+  const int64_t vocab = logits.shape()[1];
+  int draws = 0, equal = 0;
+  for (uint64_t step = 0; step < 12; ++step) {
+    TokenSelection s{.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .step = step, .seeds = {}};
+    for (int64_t r = 0; r < n; ++r) s.seeds.push_back(100 + r);
+    if (step == 0) s = TokenSelection{};
+    ctx->reset_kv_cache();
+    ctx->set_token_selection("logits", s);
+    ctx->execute();
+    const auto chosen = ctx->selected_tokens("logits");
+    ASSERT_EQ(chosen.size(), static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) {
+      const std::span<const float> row(logits.data_as<float>() + r * vocab,
+                                       static_cast<size_t>(vocab));
+      const int32_t host = select_token(row, s, selection_uniform(s, r));
+      if (s.greedy()) EXPECT_EQ(chosen[r], host) << "row " << r;
+      ++draws, equal += chosen[r] == host;
+    }
+  }
+  std::printf("GPU selection equals the host's in %d of %d draws\n", equal, draws);
+  EXPECT_GE(equal, draws - 3);
+  try {
+    ctx->output("logits");
+    ADD_FAILURE() << "logits read back while the context selects tokens from them";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kINVALID_ARGUMENT) << e.what();
+  }
+  ctx->set_token_selection("logits", std::nullopt);
+  ctx->execute();
+  EXPECT_EQ(max_abs_diff(HostTensor::copy_of(ctx->output("logits")), logits), 0.f);
 }
 
 TEST(CudaEngine, WhatTheBackendCannotRunIsANamedError) {

@@ -26,7 +26,8 @@ struct SamplingConfig {
   std::optional<float> temperature;
   int64_t top_k = 0;   // keep the k most likely tokens (0: all)
   float top_p = 1.0f;  // keep the smallest set whose probability reaches p (1: all)
-  /// Sequence i of a batch draws from a generator seeded with seed + i.
+  /// Sequence i of a batch draws its step-s token with Philox key seed + i, counter s
+  /// (bindery/token_selection.h), where the logits are: on the GPU for CUDA engines.
   uint64_t seed = 0;
   /// Generation of a sequence ends after it produces one of these (which is kept).
   std::vector<int64_t> stop_tokens;
@@ -55,9 +56,9 @@ class Generator {
   }
 
  private:
-  // Runs packed tokens; returns the logits of `rows` (every row for plans without the
-  // logit_rows input), a view valid until the next run.
-  Weights run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
+  // Runs packed tokens; the logits (and selected tokens) are those of `rows` (every row for
+  // plans without the logit_rows input).
+  void run(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
               const std::vector<int32_t>& seq_ids, const std::vector<int32_t>& rows);
   Engine& engine_;
   std::unique_ptr<TensorParallelExecutor> context_;

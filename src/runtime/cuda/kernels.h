@@ -156,13 +156,18 @@ struct SamplingParams {
   /// Optional device counter added to `offset`, so a captured CUDA graph can advance the
   /// step without being re-captured. Null: unused.
   const uint64_t* device_offset = nullptr;
+  /// Optional device array of one Philox key per row: row r then draws counter (offset, 0)
+  /// under key row_seeds[r] instead of counter (offset, r) under `seed`, so a sequence draws
+  /// the same numbers whichever row of a batch it sits in. Null: unused.
+  const uint64_t* row_seeds = nullptr;
 };
 
 /// Samples ids[r] from softmax(logits[r] / temperature) restricted to the top_k largest
 /// logits and then to the smallest top set whose probability reaches top_p (transformers'
 /// TopK then TopP warpers; ties at a threshold, compared on the logits, are kept; probabilities
 /// are exp((logit - max) / T) in fp32), by inverse CDF with
-/// u = philox_uniform(seed, offset + *device_offset, r) (runtime/cuda/philox.h). The CDF runs
+/// u = philox_uniform(seed, offset + *device_offset, r) (runtime/cuda/philox.h; with
+/// row_seeds: philox_uniform(row_seeds[r], offset + *device_offset, 0)). The CDF runs
 /// over the kept tokens from the most to the least likely (ties by index) when a filter is on
 /// and the kept set fits the fast path (<= 8192 tokens past top_k; for top-p alone, a top-p set
 /// within the 4096 most likely tokens); otherwise, and without filters, in index order.

@@ -357,7 +357,8 @@ __device__ float row_max(const float* x, int vocab, Scratch& sc) {
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const float* __restrict__ logits, int vocab, float temperature, int top_k,
                   float top_p, uint64_t seed, uint64_t offset,
-                  const uint64_t* __restrict__ device_offset, int32_t* __restrict__ ids) {
+                  const uint64_t* __restrict__ device_offset,
+                  const uint64_t* __restrict__ row_seeds, int32_t* __restrict__ ids) {
   __shared__ Scratch sc;
   extern __shared__ float dynamic_smem[];
   const Candidates cd{dynamic_smem, reinterpret_cast<int*>(dynamic_smem + kCapacity),
@@ -371,7 +372,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float c = 1.4426950408889634f / temperature;  // log2(e) / T
   const uint64_t off = offset + (device_offset != nullptr ? *device_offset : 0);
-  const float u = philox_uniform(seed, off, static_cast<uint64_t>(row));
+  const float u = row_seeds != nullptr ? philox_uniform(row_seeds[row], off, 0)
+                                       : philox_uniform(seed, off, static_cast<uint64_t>(row));
   const float xmax = row_max(x, vocab, sc);
   const bool topk_on = top_k > 0 && top_k < vocab, topp_on = top_p < 1.0f;
   if (!topk_on && !topp_on) {
@@ -507,7 +509,7 @@ void sample(const float* logits, int rows, int vocab, const SamplingParams& para
              "cudaFuncSetAttribute(sample_kernel)");
   sample_kernel<<<rows, kThreads, kCandidateSmem, stream>>>(
       logits, vocab, params.temperature, params.top_k, params.top_p, params.seed, params.offset,
-      params.device_offset, ids);
+      params.device_offset, params.row_seeds, ids);
   check_launch("sample_kernel");
 }
 

@@ -227,9 +227,26 @@ class CudaRunner final : public DeviceRunner {
 
   void run(const std::map<int, Weights>& inputs) override;
   Weights output(int tensor) const override {
+    check(!selections_.count(tensor), ErrorCode::kINVALID_ARGUMENT,
+          "output '" + graph().tensors[tensor].name +
+              "' stays on the GPU: this context selects tokens from it (set_token_selection); "
+              "read selected_tokens, or turn the selection off to get the logits");
     auto it = outputs_.find(tensor);
     check(it != outputs_.end(), ErrorCode::kINTERNAL, "no output tensor " + std::to_string(tensor));
     return it->second.view();
+  }
+  void set_token_selection(int tensor, const std::optional<TokenSelection>& s) override {
+    if (s)
+      selections_[tensor] = *s;
+    else
+      selections_.erase(tensor);
+  }
+  std::span<const int32_t> selected_tokens(int tensor) const override {
+    auto it = selected_.find(tensor);
+    check(it != selected_.end(), ErrorCode::kINVALID_ARGUMENT,
+          "the last run selected no tokens from output '" + graph().tensors[tensor].name +
+              "' (set_token_selection)");
+    return it->second;
   }
   void reset_kv_cache() override {
     slot_of_.clear();
@@ -371,6 +388,7 @@ class CudaRunner final : public DeviceRunner {
   std::vector<Segment> segments(const Weights& positions, const Weights& seq_ids) const;
   void prepare_batch(const std::vector<Segment>& segs);  // fills batch_ and run_slots_
   void prepare_node(const GraphNode& n, size_t index);
+  void select_tokens(int t, const TokenSelection& s);
   void launch_graph();
   void launch_node(const GraphNode& n, size_t index);
   void plan_fusions();
@@ -452,6 +470,11 @@ class CudaRunner final : public DeviceRunner {
   std::vector<void*> data_;
   std::vector<Buffer> buffers_;
   std::map<int, HostTensor> outputs_;
+  // Outputs reduced to token ids on the device after each run, and the last run's ids.
+  std::map<int, TokenSelection> selections_;
+  std::map<int, std::vector<int32_t>> selected_;
+  std::vector<uint64_t> selection_seeds_;  // host source of the seeds' copy, alive until the sync
+  Buffer selection_buffer_;                // seeds | ids on the device
   Buffer error_flag_;
   std::map<int, Buffer> inv_freq_;  // per rotary node
 
@@ -833,7 +856,13 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
   }
   if (profile_) record_event(g.nodes.size());
 
+  selected_.clear();
   for (int t : g.outputs) {
+    if (auto sel = selections_.find(t); sel != selections_.end()) {
+      select_tokens(t, sel->second);
+      outputs_.erase(t);
+      continue;
+    }
     HostTensor host(DataType::kFLOAT, descs_[t].dims);
     if (descs_[t].dtype == DataType::kFLOAT) {
       cuda_ok(cudaMemcpyAsync(host.data(), data_[t], static_cast<size_t>(host.size_bytes()),
@@ -867,6 +896,48 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
     slot_free_[run_slots_[i]] = false;
     length_[segs[i].seq] = segs[i].first_pos + segs[i].count;
   }
+}
+
+// One token per row of logits output `t`, chosen on the device: only the ids come back.
+void CudaRunner::select_tokens(int t, const TokenSelection& s) {
+  const std::string what = "token selection from output '" + graph().tensors[t].name + "'";
+  const Dims& dims = descs_[t].dims;
+  const int64_t vocab = dims.empty() ? 0 : dims.back(), rows = vocab ? count(t) / vocab : 0;
+  check(!dims.empty() && vocab <= INT_MAX && rows <= INT_MAX, ErrorCode::kSHAPE_MISMATCH,
+        what + ": expected logits [rows, vocab], got " + to_string(dims));
+  check_token_selection(s, rows, what);
+  std::vector<int32_t>& ids = selected_[t];
+  ids.resize(static_cast<size_t>(rows));
+  if (rows == 0) return;
+  const void* logits = data_[t];
+  if (descs_[t].dtype != DataType::kFLOAT) {
+    void* f32 = workspace_.reserve(static_cast<size_t>(count(t)) * 4, "output conversion");
+    cuda::convert(descs_[t].dtype, data_[t], DataType::kFLOAT, f32, count(t), stream_);
+    logits = f32;
+  }
+  const size_t seed_bytes = s.greedy() ? 0 : static_cast<size_t>(rows) * sizeof(uint64_t);
+  auto* buffer = static_cast<std::byte*>(
+      selection_buffer_.reserve(seed_bytes + static_cast<size_t>(rows) * 4, "the selected ids"));
+  auto* dev_ids = reinterpret_cast<int32_t*>(buffer + seed_bytes);
+  cuda::SamplingParams params;
+  params.temperature = s.greedy() ? 0.f : *s.temperature;
+  params.top_k = static_cast<int>(std::min<int64_t>(s.top_k, INT_MAX));
+  params.top_p = s.top_p;
+  params.offset = s.step;
+  if (seed_bytes) {
+    selection_seeds_.resize(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      selection_seeds_[r] = s.seeds[s.seeds.size() == 1 ? 0 : static_cast<size_t>(r)];
+    cuda_ok(cudaMemcpyAsync(buffer, selection_seeds_.data(), seed_bytes, cudaMemcpyHostToDevice,
+                            stream_),
+            what);
+    params.row_seeds = reinterpret_cast<const uint64_t*>(buffer);
+  }
+  cuda::sample(static_cast<const float*>(logits), static_cast<int>(rows), static_cast<int>(vocab),
+               params, dev_ids, stream_);
+  cuda_ok(cudaMemcpyAsync(ids.data(), dev_ids, static_cast<size_t>(rows) * 4,
+                          cudaMemcpyDeviceToHost, stream_),
+          what);
 }
 
 // Where the node's output lives: a view of another tensor (column block of a one-row
