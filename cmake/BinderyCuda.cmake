@@ -27,7 +27,8 @@ add_library(bindery_cuda_kernels STATIC ${bindery_cuda_sources})
 add_library(bindery::bindery_cuda_kernels ALIAS bindery_cuda_kernels)
 target_include_directories(bindery_cuda_kernels PUBLIC ${PROJECT_SOURCE_DIR}/include
                                                        ${PROJECT_SOURCE_DIR}/src)
-target_link_libraries(bindery_cuda_kernels PUBLIC bindery_core CUDA::cudart)
+# cuBLAS: the MoE layer's prefill path (moe.cu) runs each expert's GEMMs through it.
+target_link_libraries(bindery_cuda_kernels PUBLIC bindery_core CUDA::cudart CUDA::cublas)
 # -lineinfo: profilers map SASS back to source at no run-time cost. No --use_fast_math: rotary's
 # sincosf needs full range reduction and the norms/softmax use exact division; the kernels use
 # the fast intrinsics (ex2.approx) explicitly where the tolerance allows.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Makes GPTQ int4 checkpoints of tests/fixtures/llama/llama_gqa and their golden outputs.
+"""Makes GPTQ int4 checkpoints of tiny Llama fixtures and their golden outputs.
 
     pip install torch transformers safetensors
     python3 tools/make_gptq_fixtures.py [out_dir] [--only NAME ...]
@@ -19,8 +19,15 @@ from transformers' LlamaForCausalLM running the DEQUANTIZED float weights (a pla
 checkpoint written to a temporary directory), so an engine that dequantizes exactly matches them
 up to the order of f32 sums.
 Variants:
-    llama_gqa_gptq       group_size 32, desc_act false (g_idx = i // 32)
-    llama_gqa_gptq_act   group_size 32, desc_act true (g_idx a permutation of the groups' rows)
+    llama_gqa_gptq       llama_gqa, group_size 32, desc_act false (g_idx = i // 32)
+    llama_gqa_gptq_act   llama_gqa, group_size 32, desc_act true (g_idx a permutation of the
+                         groups' rows)
+    gpu_llama_gptq       gpu_llama3 (head_dim 64, what the CUDA attention takes; bf16 weights,
+                         llama3 rope, tied embeddings), group_size 32, desc_act false
+    gpu_llama_gptq_act   the same with desc_act true
+The GPU variants' goldens add a prompt of LONG_PROMPT tokens (prompt.3): a CUDA engine runs
+prompts of more than 8 tokens through its prefill path (the weights dequantized for a GEMM),
+shorter ones through its decode GEMV.
 """
 import argparse
 import json
@@ -38,7 +45,14 @@ HERE = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "llama
 OUT = HERE
 GROUP = 32
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-VARIANTS = {"llama_gqa_gptq": False, "llama_gqa_gptq_act": True}
+# name: (source fixture, desc_act, extra prompts)
+LONG_PROMPT = [1] + [(37 * i + 11) % 253 + 3 for i in range(39)]  # 40 tokens, ids 3..255
+VARIANTS = {
+    "llama_gqa_gptq": ("llama_gqa", False, []),
+    "llama_gqa_gptq_act": ("llama_gqa", True, []),
+    "gpu_llama_gptq": ("gpu_llama3", False, [LONG_PROMPT]),
+    "gpu_llama_gptq_act": ("gpu_llama3", True, [LONG_PROMPT]),
+}
 
 
 def quantize(w, g_idx, groups):
@@ -91,17 +105,19 @@ def unpack_cols(p):
     return torch.stack([(w >> (4 * j)) & 0xF for j in range(8)], 2).reshape(p.shape[0], -1)
 
 
-def make(name, desc_act):
-    src = os.path.join(HERE, "llama_gqa")
+def make(name, source, desc_act, extra_prompts):
+    src = os.path.join(HERE, source)
     out = os.path.join(OUT, name)
     os.makedirs(out, exist_ok=True)
     tensors = load_file(os.path.join(src, "model.safetensors"))
+    config = json.load(open(os.path.join(src, "config.json")))
     gen = torch.Generator().manual_seed(7)
     packed, dequant = {}, {}
     for n, t in tensors.items():
         prefix = n[: -len(".weight")]
         if not (n.endswith(".weight") and prefix.split(".")[-1] in LINEARS):
-            packed[n] = t
+            if not (n == "lm_head.weight" and config.get("tie_word_embeddings")):
+                packed[n] = t  # (a tied head's copy, which save_pretrained writes, is left out)
             dequant[n] = t
             continue
         out_f, in_f = t.shape
@@ -118,7 +134,6 @@ def make(name, desc_act):
                        prefix + ".scales": scale, prefix + ".g_idx": g_idx.to(torch.int32)})
         dequant[n] = w
     save_file(packed, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
-    config = json.load(open(os.path.join(src, "config.json")))
     qconfig = {"bits": 4, "group_size": GROUP, "desc_act": desc_act, "sym": False,
                "checkpoint_format": "gptq", "quant_method": "gptq"}
     config["quantization_config"] = qconfig
@@ -128,21 +143,24 @@ def make(name, desc_act):
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(os.path.join(src, "config.json"), tmp)
         save_file(dequant, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        model = LlamaForCausalLM.from_pretrained(tmp, attn_implementation="eager").eval()
+        # f32 even where the source config says bfloat16 (the GPU variants).
+        model = LlamaForCausalLM.from_pretrained(tmp, attn_implementation="eager",
+                                                 dtype=torch.float32).eval()
     golden = {}
+    prompts = PROMPTS + extra_prompts
     with torch.no_grad():
-        for i, prompt in enumerate(PROMPTS):
+        for i, prompt in enumerate(prompts):
             ids = torch.tensor([prompt])
             golden[f"prompt.{i}"] = ids[0].to(torch.int64)
             golden[f"logits.{i}"] = model(ids).logits[0].float().contiguous()
             golden[f"greedy.{i}"] = greedy(model, prompt).to(torch.int64)
         bf16 = model.to(torch.bfloat16)
-        for i, prompt in enumerate(PROMPTS):
+        for i, prompt in enumerate(prompts):
             golden[f"logits_bf16.{i}"] = bf16(torch.tensor([prompt])).logits[0].float().contiguous()
     save_file(golden, os.path.join(out, "golden.safetensors"),
               metadata={"transformers": __import__("transformers").__version__,
                         "torch": torch.__version__, "new_tokens": str(NEW)})
-    print(f"{name}: desc_act {desc_act}, {len(packed)} tensors")
+    print(f"{name}: {source}, desc_act {desc_act}, {len(packed)} tensors, {len(prompts)} prompts")
 
 
 def main():
@@ -152,9 +170,9 @@ def main():
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), metavar="NAME")
     args = parser.parse_args()
     OUT = args.out_dir
-    for name, desc_act in VARIANTS.items():
+    for name, (source, desc_act, extra_prompts) in VARIANTS.items():
         if not args.only or name in args.only:
-            make(name, desc_act)
+            make(name, source, desc_act, extra_prompts)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,10 @@ MODELS = {
     "gpu_qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(GPU_SHAPE, rope_theta=1000000.0), 24),
     "gpu_mistral": (MistralConfig, MistralForCausalLM, dict(
         GPU_SHAPE, sliding_window=4, rope_theta=10000.0), 25),
+    # Mixtral's 8 experts, 2 per token.
+    "gpu_mixtral": (MixtralConfig, MixtralForCausalLM, dict(
+        GPU_SHAPE, num_local_experts=8, num_experts_per_tok=2, intermediate_size=64,
+        rope_theta=10000.0), 26),
 }
 # The smallest gap allowed between the k-th and (k+1)-th router probability of any token: a
 # closer pair could swap under another summation order and route the token elsewhere.
@@ -90,6 +94,28 @@ def router_margin(model, prompts):
     for h in handles:
         h.remove()
     return min(gaps)
+
+
+def router_logits(model, prompts):
+    """Each MoE layer's router logits (f32) for every token of every prompt, stacked."""
+    out = []
+    handles = [layer.mlp.gate.register_forward_hook(lambda m, a, o: out.append(o[0].float()))
+               for layer in model.model.layers]
+    with torch.no_grad():
+        for p in prompts:
+            model(p.view(1, -1))
+    for h in handles:
+        h.remove()
+    return torch.cat(out)
+
+
+def bf16_routing_margin(exact, rounded, k):
+    """The smallest ratio, over every token and layer, of the gap between the k-th and (k+1)-th
+    router logit of an f32 run (`exact`) to the largest change a bf16 run (`rounded`) makes to
+    that token's logits."""
+    top = exact.sort(dim=-1, descending=True).values
+    noise = (rounded - exact).abs().max(dim=-1).values
+    return ((top[:, k - 1] - top[:, k]) / noise.clamp_min(1e-6)).min().item()
 
 
 def make(name, config_cls, model_cls, extra, seed):
@@ -142,9 +168,18 @@ def make(name, config_cls, model_cls, extra, seed):
         if moe:
             margins.append(router_margin(rounded, seqs))
             agree.append(min(margins) > ROUTER_MARGIN)
-        bf16 = model.to(torch.bfloat16)
+        # A GPU twin is compared with these goldens from a bf16 run of its own, whose router
+        # logits differ from transformers' bf16 ones by rounding: over the prompts and the first
+        # new token (what CudaGolden runs), every top-k choice must stand clear of the next by
+        # twice the change bf16 makes to the logits.
+        short = [golden[f"greedy.{i}"][: len(p) + 1] for i, p in enumerate(PROMPTS)]
+        exact_router = router_logits(model, short) if moe and bf16_weights else None
+        bf16 = model.to(torch.bfloat16)  # in place: `model` is bf16 from here on
         for i, prompt in enumerate(PROMPTS):
             golden[f"logits_bf16.{i}"] = bf16(torch.tensor([prompt])).logits[0].float().contiguous()
+        if exact_router is not None:
+            agree.append(bf16_routing_margin(exact_router, router_logits(bf16, short),
+                                             config.num_experts_per_tok) > 2)
     if not all(agree):
         return False
     save_file(golden, os.path.join(out, "golden.safetensors"),

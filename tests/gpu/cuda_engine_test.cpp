@@ -43,8 +43,9 @@ float max_abs(const HostTensor& t) {
 // further from the fp32 logits than 1.5 x transformers' own bf16 run, plus 1% of the largest
 // logit. Greedy tokens: the trained shipped models keep the fp32 goldens' first 8 new tokens;
 // the tiny random fixtures (head_dim 64: Llama 3 rope and tied embeddings, Qwen2 biases,
-// Mistral's window) have near-ties a bf16 run may flip, so their first new token must match
-// wherever the golden's winning margin exceeds twice the measured logit error.
+// Mistral's window, Mixtral's 8 experts, GPTQ int4 with and without act-order, whose 40-token
+// prompt runs the int4 prefill path) have near-ties a bf16 run may flip, so their first new
+// token must match wherever the golden's winning margin exceeds twice the measured logit error.
 struct GpuCase {
   const char* model;
   DataType dtype;
@@ -94,13 +95,29 @@ INSTANTIATE_TEST_SUITE_P(
                       GpuCase{"tests/fixtures/llama/gpu_llama3", DataType::kBF16, false},
                       GpuCase{"tests/fixtures/llama/gpu_qwen2", DataType::kBF16, false},
                       GpuCase{"tests/fixtures/llama/gpu_mistral", DataType::kBF16, false},
-                      GpuCase{"tests/fixtures/llama/gpu_mistral", DataType::kHALF, false}),
+                      GpuCase{"tests/fixtures/llama/gpu_mistral", DataType::kHALF, false},
+                      GpuCase{"tests/fixtures/llama/gpu_mixtral", DataType::kBF16, false},
+                      GpuCase{"tests/fixtures/llama/gpu_mixtral", DataType::kHALF, false},
+                      GpuCase{"tests/fixtures/llama/gpu_llama_gptq", DataType::kBF16, false},
+                      GpuCase{"tests/fixtures/llama/gpu_llama_gptq_act", DataType::kBF16, false},
+                      GpuCase{"tests/fixtures/llama/gpu_llama_gptq_act", DataType::kHALF, false}),
     [](const ::testing::TestParamInfo<GpuCase>& info) {
       std::string name = fs::path(info.param.model).filename().string() + "_" +
                          std::string(dtype_name(info.param.dtype));
       std::replace(name.begin(), name.end(), '-', '_');
       return name;
     });
+
+// What `prompts` generate with every step launched node by node (BINDERY_CUDA_GRAPHS=0), then
+// with decode steps replayed as captured graphs: {launched, captured}.
+std::pair<std::vector<std::vector<int32_t>>, std::vector<std::vector<int32_t>>>
+launched_and_captured(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                      const SamplingConfig& sampling) {
+  setenv("BINDERY_CUDA_GRAPHS", "0", 1);
+  auto launched = Generator(engine).generate(prompts, sampling);
+  unsetenv("BINDERY_CUDA_GRAPHS");
+  return {std::move(launched), Generator(engine).generate(prompts, sampling)};
+}
 
 // Decode steps replayed as captured graphs (one per 256-position bucket: 300 steps cross one,
 // and the second bucket is capped at the cache's 320 positions) compute what node-by-node
@@ -109,13 +126,27 @@ TEST(CudaEngine, CapturedDecodeStepsEqualLaunchedOnes) {
   REQUIRE_GPU();
   auto engine = cuda_engine("models/bible-llama", {.max_seq_len = 320});
   const SamplingConfig sampling{.max_new_tokens = 300, .temperature = 0.9f, .seed = 5};
-  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 23}, {1, 77, 13, 8, 2}};
-  setenv("BINDERY_CUDA_GRAPHS", "0", 1);
-  const auto launched = Generator(*engine).generate(prompts, sampling);
-  unsetenv("BINDERY_CUDA_GRAPHS");
-  const auto captured = Generator(*engine).generate(prompts, sampling);
+  const auto [launched, captured] =
+      launched_and_captured(*engine, {{1, 5, 9, 23}, {1, 77, 13, 8, 2}}, sampling);
   EXPECT_EQ(captured, launched);
   EXPECT_EQ(captured[0].size(), 304u);
+}
+
+// Mixtral's MoE layers: a 40-token prompt beside a short one (86 token-expert pairs: the
+// prefill path that groups each expert's tokens for cuBLAS), then decode steps on the
+// device-only path, which from the second step on replay as captured graphs (the MoE workspace
+// is reserved before capture), give the tokens that node-by-node launches give.
+TEST(CudaEngine, MixtralCapturedDecodeStepsEqualLaunchedOnes) {
+  REQUIRE_GPU();
+  auto engine = cuda_engine("tests/fixtures/llama/gpu_mixtral");
+  std::vector<int32_t> long_prompt;
+  for (int i = 0; i < 40; ++i) long_prompt.push_back((i * 37 + 1) % 256);
+  SamplingConfig sampling;  // greedy
+  sampling.max_new_tokens = 24;
+  const auto [launched, captured] =
+      launched_and_captured(*engine, {long_prompt, {1, 77, 13}}, sampling);
+  EXPECT_EQ(captured, launched);
+  EXPECT_EQ(captured[0].size(), 64u);
 }
 
 TEST(CudaEngine, BatchEqualsOneByOne) {
@@ -186,6 +217,60 @@ TEST(CudaEngine, TokensSelectedOnTheGpuAreTheHostSelectionOfItsLogits) {
   ctx->set_token_selection("logits", std::nullopt);
   ctx->execute();
   EXPECT_EQ(max_abs_diff(HostTensor::copy_of(ctx->output("logits")), logits), 0.f);
+}
+
+// GPTQ int4 layers (kMATMUL_INT4) on CUDA against the CPU engine (f32) on the same checkpoint:
+// the 40-token prompt of the fixture's goldens (over 8 rows: W dequantized to bf16 for a cuBLAS
+// GEMM), then 8 decode steps of one token each (the int4 GEMV, from the second step on replayed
+// as a captured graph), fed the golden's greedy tokens. Stated tolerance for every row: no
+// further from the CPU logits than 1.5 x transformers' own bf16 error on that prompt (the
+// golden's |logits_bf16 - logits|, how far bf16 arithmetic moves this model) plus 1% of the
+// largest logit, the bound CudaGolden uses.
+TEST(CudaEngine, GptqInt4LogitsNearTheCpuEngineInPrefillAndDecode) {
+  REQUIRE_GPU();
+  for (const char* model :
+       {"tests/fixtures/llama/gpu_llama_gptq", "tests/fixtures/llama/gpu_llama_gptq_act"}) {
+    SCOPED_TRACE(model);
+    const std::string dir = (kSOURCE / model).string();
+    LlamaBuildOptions f32;
+    f32.dtype = DataType::kFLOAT;
+    auto cpu = Engine::create(build_llama(dir, f32));
+    auto gpu = cuda_engine(model);
+    int int4_layers = 0;
+    for (const GraphNode& node : gpu->metadata().graph.nodes)
+      int4_layers += node.type == LayerType::kMATMUL_INT4;
+    EXPECT_EQ(int4_layers, 14);  // q/k/v/o/gate/up/down of 2 layers
+    const auto g = testing::load_golden(kSOURCE / model);
+    ASSERT_EQ(g.prompts.size(), 4u);
+    const std::vector<int32_t>& prompt = g.prompts[3];
+    ASSERT_EQ(prompt.size(), 40u);
+    const float tol =
+        1.5f * max_abs_diff(g.logits_bf16[3], g.logits[3]) + 0.01f * max_abs(g.logits[3]);
+    auto cpu_ctx = cpu->create_execution_context();
+    auto gpu_ctx = gpu->create_execution_context();
+    // Runs `tokens` at positions first.. of sequence 0 and returns every row's logits.
+    const auto step = [](ExecutionContext& ctx, std::vector<int32_t> tokens, int32_t first) {
+      const int64_t n = static_cast<int64_t>(tokens.size());
+      std::vector<int32_t> positions(tokens.size()), seq(tokens.size(), 0), rows(tokens.size());
+      for (int64_t i = 0; i < n; ++i) positions[i] = first + static_cast<int32_t>(i), rows[i] = i;
+      ctx.set_input("input_ids", Weights(DataType::kINT32, {n}, tokens.data()));
+      ctx.set_input("positions", Weights(DataType::kINT32, {n}, positions.data()));
+      ctx.set_input("seq_ids", Weights(DataType::kINT32, {n}, seq.data()));
+      ctx.set_input("logit_rows", Weights(DataType::kINT32, {n}, rows.data()));
+      ctx.execute();
+      return HostTensor::copy_of(ctx.output("logits"));
+    };
+    const float prefill = max_abs_diff(step(*gpu_ctx, prompt, 0), step(*cpu_ctx, prompt, 0));
+    std::printf("%s: 40-token prefill max |cuda - cpu| %.4g (tolerance %.4g)\n", model, prefill,
+                tol);
+    EXPECT_LE(prefill, tol);
+    for (int32_t k = 0; k < 8; ++k) {
+      const std::vector<int32_t> token = {g.greedy[3][40 + k]};
+      const float decode =
+          max_abs_diff(step(*gpu_ctx, token, 40 + k), step(*cpu_ctx, token, 40 + k));
+      EXPECT_LE(decode, tol) << "decode step " << k;
+    }
+  }
 }
 
 TEST(CudaEngine, WhatTheBackendCannotRunIsANamedError) {

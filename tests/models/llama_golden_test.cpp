@@ -45,8 +45,8 @@ INSTANTIATE_TEST_SUITE_P(
                       "tests/fixtures/llama/llama3", "tests/fixtures/llama/qwen2",
                       "tests/fixtures/llama/mistral", "tests/fixtures/llama/mixtral",
                       "tests/fixtures/llama/gpu_llama3", "tests/fixtures/llama/gpu_qwen2",
-                      "tests/fixtures/llama/gpu_mistral", "models/bible-llama",
-                      "models/bible-llama-fortunes"),
+                      "tests/fixtures/llama/gpu_mistral", "tests/fixtures/llama/gpu_mixtral",
+                      "models/bible-llama", "models/bible-llama-fortunes"),
     [](const ::testing::TestParamInfo<std::string>& info) {
       std::string name = fs::path(info.param).filename().string();
       std::replace(name.begin(), name.end(), '-', '_');

@@ -1,16 +1,20 @@
 // bindery build <model_dir> -o <plan> [--dtype float32|bfloat16|float16] [--refit | --strip]
-// [--max-seq-len N] [--tp-size N [--tp-rank R]]: builds a Llama-family checkpoint into a plan: a
-// Hugging Face directory (config.json + weights, as transformers saves them) or a Meta one
-// (params.json + consolidated.NN.pth, detected by itself). With --tp-size N the model is split
-// for tensor parallelism: --tp-rank R writes that rank's plan to -o; without it every rank's
-// plan is written, rank R's to <output stem>.rank<R><extension> (out.plan -> out.rank0.plan,
-// ...). Progress goes to stderr when it is a terminal; one summary line per plan to stdout.
+// [--max-seq-len N] [--tp-size N [--tp-rank R]] [--device cuda[:i]]: builds a Llama-family
+// checkpoint into a plan: a Hugging Face directory (config.json + weights, as transformers saves
+// them) or a Meta one (params.json + consolidated.NN.pth, detected by itself). With --tp-size N the
+// model is split for tensor parallelism: --tp-rank R writes that rank's plan to -o; without it
+// every rank's plan is written, rank R's to <output stem>.rank<R><extension> (out.plan ->
+// out.rank0.plan,
+// ...). With --device cuda[:i] the plan's prefill GEMMs are timed on that GPU and the fastest
+// cuBLASLt algorithms stored in it (bindery/gemm_tactics.h). Progress goes to stderr when it is a
+// terminal; one summary line per plan to stdout.
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "bindery/error.h"
+#include "bindery/gemm_tactics.h"
 #include "bindery/models/llama.h"
 #include "commands.h"
 #include "format.h"
@@ -24,6 +28,7 @@ Command add_build(CLI::App& app) {
     bool refit = false, strip = false;
     int64_t max_seq_len = 0;
     int tp_size = 1, tp_rank = -1;
+    std::string device;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(
@@ -52,6 +57,9 @@ Command add_build(CLI::App& app) {
                   "Build only this rank's plan, written to -o (default: every rank's, to "
                   "<stem>.rank<R><ext>)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", o->device,
+                  "Time the prefill GEMMs on this GPU (cuda or cuda:i) and store the fastest "
+                  "cuBLASLt algorithms in the plan (TensorRT's tactics)");
   return [o] {
     check(o->tp_rank < o->tp_size, ErrorCode::kINVALID_ARGUMENT,
           "--tp-rank " + std::to_string(o->tp_rank) + " is not a rank of --tp-size " +
@@ -80,6 +88,18 @@ Command add_build(CLI::App& app) {
         progress.update("loading the checkpoint");
         options.progress = progress.callback();
         plan = models::build_llama(o->model_dir, options);
+        if (!o->device.empty()) {
+          TacticOptions tactics;
+          tactics.progress = [&](int64_t done, int64_t total) {
+            progress.update("timing GEMM tactics", done, total);
+          };
+          const TacticReport r = select_gemm_tactics(plan, parse_device(o->device), tactics);
+          std::printf(
+              "tactics: %lld GEMM problems timed on %s in %.2f s; %lld differ from "
+              "cuBLASLt's first choice (%.3f ms -> %.3f ms summed)\n",
+              static_cast<long long>(r.problems), r.device.c_str(), r.seconds,
+              static_cast<long long>(r.differs_from_heuristic), r.heuristic_ms, r.chosen_ms);
+        }
         progress.update("writing " + output);
         plan.save(output);
       }

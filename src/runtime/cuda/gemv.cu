@@ -15,115 +15,53 @@
 //   is read as 512 contiguous bytes. The warps of a block split k (k_warps of them per row
 //   group, up to 16) and add their partials through shared memory, so small n still fills
 //   the machine.
+// The warp loop, the block's sum of the k-split partials and the launch shape live in
+// gemv_common.cuh, which moe.cu's expert GEMV shares.
 
 #include <algorithm>
 #include <string>
 
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/device_util.cuh"
+#include "runtime/cuda/gemv_common.cuh"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/launch.cuh"
 
 namespace bindery::cuda {
 namespace {
 
-constexpr int kWarps = 8;                   // warps per block, or k_warps when 16
-constexpr int kMaxWarps = 16;               // k_warps = 16: 512 threads, one row group
-constexpr int kRowsPerWarp = 8;             // mma N
-constexpr int kUnroll = 8;                  // 16-byte chunks per lane per step
-constexpr int kStepCols = 4 * kUnroll * 8;  // 256 columns per warp step
+using namespace gemv_detail;
 
 template <typename T, typename TOut>
 __global__ void __launch_bounds__(kMaxWarps * 32)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                 TOut* __restrict__ y, int m, int n, int k, int k_warps) {
-  __shared__ float partial[kMaxWarps][8][kRowsPerWarp];  // [warp][token][row]
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int groups_per_block = (blockDim.x >> 5) / k_warps;
-  const int row0 = (blockIdx.x * groups_per_block + warp / k_warps) * kRowsPerWarp;
-  const int kw = warp % k_warps;
+  const WarpTile tile = warp_tile(k_warps, blockIdx.x);
   // Rows past n read row n-1 (valid memory, result dropped): no predicates in the hot loop.
-  const int row = min(row0 + g, n - 1);
+  const int row = min(tile.row0 + tile.g, n - 1);
   const T* wrow = w + static_cast<int64_t>(max(row, 0)) * k;
-  const bool has_token = g < m;
-  const T* xrow = x + static_cast<int64_t>(has_token ? g : 0) * k;
+  const bool has_token = tile.g < m;
+  const T* xrow = x + static_cast<int64_t>(has_token ? tile.g : 0) * k;
 
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  const int full_steps = k / kStepCols;
   // Under programmatic launch the blocks may start before the kernel that writes x ends. (Loading
   // the first weights before this wait measured slower: the peeled loop costs more than the
-  // latency it hides.)
+  // latency it hides; so did asking them into L2 with prefetch.global.L2, see
+  // docs/cuda-decode-notes.md.)
   wait_for_producers();
   allow_dependents();
-  if (row0 < n) {
-    for (int s = kw; s < full_steps; s += k_warps) {
-      const int base = s * kStepCols + t * 8;
-      uint4 wv[kUnroll], xv[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) wv[u] = load_stream(wrow + base + u * 32);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) xv[u] = load_cached_if(xrow + base + u * 32, has_token);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        mma_16816<T>(acc, xv[u].x, 0u, xv[u].y, 0u, wv[u].x, wv[u].y);
-        mma_16816<T>(acc, xv[u].z, 0u, xv[u].w, 0u, wv[u].z, wv[u].w);
-      }
-    }
-    // Tail columns (k % 256): one predicated step, taken by the warp whose turn it is.
-    if (full_steps * kStepCols < k && full_steps % k_warps == kw) {
-      const int base = full_steps * kStepCols + t * 8;
-      uint4 wv[kUnroll], xv[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const bool in = base + u * 32 < k;
-        // Out-of-range chunks: read a valid address (the row start) and zero the x side.
-        wv[u] = load_stream(wrow + (in ? base + u * 32 : 0));
-        xv[u] = load_cached_if(xrow + (in ? base + u * 32 : 0), in && has_token);
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        mma_16816<T>(acc, xv[u].x, 0u, xv[u].y, 0u, wv[u].x, wv[u].y);
-        mma_16816<T>(acc, xv[u].z, 0u, xv[u].w, 0u, wv[u].z, wv[u].w);
-      }
-    }
-  }
-  // acc[0..1] = y[token g][rows row0 + 2t, 2t+1] for this warp's share of k; acc[2..3] belong
-  // to tokens 8..15, which do not exist.
-  partial[warp][g][2 * t] = acc[0];
-  partial[warp][g][2 * t + 1] = acc[1];
-  __syncthreads();
-  const int outputs = groups_per_block * 8 * kRowsPerWarp;
-  for (int i = threadIdx.x; i < outputs; i += blockDim.x) {
-    const int group = i / 64, token = (i / 8) % 8, r = i % 8;
-    const int out_row = (blockIdx.x * groups_per_block + group) * kRowsPerWarp + r;
-    if (token >= m || out_row >= n) continue;
-    float sum = 0.f;
-    for (int j = 0; j < k_warps; ++j) sum += partial[group * k_warps + j][token][r];
+  if (tile.row0 < n) accumulate<T>(xrow, has_token, wrow, k, tile.t, tile.kw, k_warps, acc);
+  reduce_block(acc, tile, m, n, k_warps, blockIdx.x, [&](int token, int out_row, float sum) {
     if (bias != nullptr) sum += to_float(bias[out_row]);
     y[static_cast<int64_t>(token) * n + out_row] = from_float<TOut>(sum);
-  }
-}
-
-/// 8 warps per row group measured best on an H100 for every Llama shape (shorter runs per
-/// warp, x shared through L1 by fewer row groups); 16 when fewer than 16 warps per SM would
-/// be busy (k/v projections); never more warps than k has steps.
-int pick_k_warps(int n, int k) {
-  const int groups = (n + kRowsPerWarp - 1) / kRowsPerWarp;
-  const int steps = (k + kStepCols - 1) / kStepCols;
-  int kw = groups * kWarps < 16 * multiprocessor_count() ? kMaxWarps : kWarps;
-  while (kw > 1 && kw > steps) kw /= 2;
-  return kw;
+  });
 }
 
 template <typename T, typename TOut>
 void launch(const void* x, const void* w, const void* bias, void* y, int m, int n, int k,
             int k_warps, cudaStream_t stream) {
-  const int warps = std::max(kWarps, k_warps);
-  const int groups_per_block = warps / k_warps;
-  const int groups = (n + kRowsPerWarp - 1) / kRowsPerWarp;
-  const int blocks = (groups + groups_per_block - 1) / groups_per_block;
-  launch_kernel("gemv_kernel", gemv_kernel<T, TOut>, blocks, warps * 32, 0, stream,
+  const LaunchShape shape = launch_shape(n, k_warps);
+  launch_kernel("gemv_kernel", gemv_kernel<T, TOut>, shape.blocks, shape.threads, 0, stream,
                 static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
                 static_cast<TOut*>(y), m, n, k, k_warps);
 }

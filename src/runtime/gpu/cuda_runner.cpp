@@ -1,6 +1,7 @@
 // The CUDA backend of engines and contexts: slots in one device allocation per engine, and a
 // graph executor that runs each node with the kernels of runtime/cuda (decode GEMV, norms,
-// rotary, flash attention over a paged-by-sequence KV cache) and cuBLAS for prefill GEMMs.
+// rotary, flash attention over a paged-by-sequence KV cache, mixture-of-experts layers) and
+// cuBLAS for prefill GEMMs.
 //
 // Activations live in the engine's weight type (bf16 or f16, fp32 inside every kernel); the
 // logits matmul writes f32. A context's KV cache holds BINDERY_CUDA_MAX_SEQUENCES (default 8)
@@ -41,7 +42,10 @@
 #include "runtime/cuda/content_hash.h"
 #include "runtime/cuda/elementwise.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/matmul_int4.h"
+#include "runtime/cuda/moe.h"
 #include "runtime/device_runner.h"
+#include "runtime/gpu/gemm.h"
 #include "runtime/gpu/transfer.h"
 
 namespace bindery {
@@ -206,6 +210,7 @@ class CudaRunner final : public DeviceRunner {
     cuda_ok(cudaSetDevice(device.index), "selecting " + device.to_string());
     act_ = activation_type();
     check_supported();
+    gemm_ = std::make_unique<gpu::Gemm>(plan_, device.index);  // before what it would leak
     cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
     cublas_ok(cublasCreate(&cublas_), "creating a cuBLAS handle");
     cublas_ok(cublasSetStream(cublas_, stream_), "binding cuBLAS to the stream");
@@ -301,6 +306,14 @@ class CudaRunner final : public DeviceRunner {
             unsupported(n, "only activations times a transposed weight (x · Wᵀ) run on CUDA");
           break;
         }
+        case LayerType::kMATMUL_INT4: {
+          if (is_weight(n.inputs[0]))
+            unsupported(n, "only activations times packed int4 weights run on CUDA");
+          for (int k = 1; k < 5; ++k)
+            if (!is_weight(n.inputs[k]))
+              unsupported(n, "qweight, qzeros, scales and g_idx must be weights on CUDA");
+          break;
+        }
         case LayerType::kGATHER: {
           const auto& p = std::get<GatherParams>(n.params);
           if (p.axis != 0 || p.index_offset != 0 || g_rank(n.inputs[0]) != 2)
@@ -322,6 +335,16 @@ class CudaRunner final : public DeviceRunner {
             unsupported(n, "head_dim other than 64 or 128");
           break;
         }
+        case LayerType::kMOE: {
+          const auto& p = std::get<MoeParams>(n.params);
+          if (p.activation != UnaryOp::kSILU)
+            unsupported(n, "experts whose activation is not silu");
+          if (p.num_experts > cuda::kMoeMaxExperts)
+            unsupported(n, "more than " + std::to_string(cuda::kMoeMaxExperts) + " experts");
+          if (graph().tensors[n.inputs[2]].desc.dims[1] % 8 != 0 || p.ffn_size % 8 != 0)
+            unsupported(n, "hidden or expert sizes that are not multiples of 8");
+          break;
+        }
         case LayerType::kRMSNORM:
         case LayerType::kSLICE:
         case LayerType::kELEMENTWISE:
@@ -330,7 +353,8 @@ class CudaRunner final : public DeviceRunner {
       }
       for (int t : n.inputs)
         if (is_weight(t) && n.type != LayerType::kGATHER && n.type != LayerType::kMATMUL &&
-            is_floating(slot_of_tensor(t).desc.dtype) && slot_of_tensor(t).desc.dtype != act_)
+            n.type != LayerType::kMATMUL_INT4 && is_floating(slot_of_tensor(t).desc.dtype) &&
+            slot_of_tensor(t).desc.dtype != act_)
           unsupported(n, "its weights are " +
                              std::string(dtype_name(slot_of_tensor(t).desc.dtype)) + ", not " +
                              std::string(dtype_name(act_)));
@@ -448,6 +472,22 @@ class CudaRunner final : public DeviceRunner {
   }
   // Decode attention's workspace, zeroed whenever it grows so that its split counters start
   // at zero (cuda::WorkspaceCounters::kZERO); null when `bytes` is 0.
+  // A kMOE node at this run's shapes. Decode steps take the device-only path, the one a
+  // captured graph can hold (and so launched steps compute what replayed ones do).
+  cuda::MoeShape moe_shape(const GraphNode& n) const {
+    const auto& p = std::get<MoeParams>(n.params);
+    const Dims& x = descs_[n.inputs[0]].dims;
+    return {static_cast<int>(x[0]),       static_cast<int>(x[1]),
+            static_cast<int>(p.ffn_size), static_cast<int>(p.num_experts),
+            static_cast<int>(p.top_k),    p.normalize_top_k};
+  }
+  cuda::MoePath moe_path() const {
+    return decode_only_ ? cuda::MoePath::kGEMV : cuda::MoePath::kAUTO;
+  }
+  std::pair<void*, size_t> moe_workspace(const GraphNode& n) {
+    const size_t bytes = cuda::moe_workspace_bytes(act_, moe_shape(n), moe_path());
+    return {moe_workspace_.reserve(bytes, "the MoE layers"), bytes};
+  }
   void* reserve_attention_workspace(size_t bytes) {
     if (bytes == 0) return nullptr;
     if (bytes > attention_workspace_bytes_) {
@@ -465,6 +505,7 @@ class CudaRunner final : public DeviceRunner {
   DataType act_ = DataType::kBF16;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<gpu::Gemm> gemm_;  // kMATMUL (m > 8) through cuBLASLt, with the plan's tactics
 
   std::vector<TensorDesc> descs_;  // per tensor, as stored on the device
   std::vector<void*> data_;
@@ -495,10 +536,12 @@ class CudaRunner final : public DeviceRunner {
   int max_cache_len_ = INT_MAX;  // the shortest KV cache (max_seq_len) of the plan
   std::vector<int> run_slots_;   // the cache slot of each of the run's sequences
   Buffer workspace_;
+  Buffer int4_weights_;  // a kMATMUL_INT4 layer's W, dequantized for a prefill GEMM
   // Decode attention's own workspace: its split counters stay zero between launches (the
   // kernel leaves them so), which holds only if nothing else writes it.
   Buffer attention_workspace_;
   size_t attention_workspace_bytes_ = 0;
+  Buffer moe_workspace_;  // shared by the MoE layers, which run one at a time
   // Fusion plan (plan_fusions) and per-run aliasing.
   std::vector<int> last_use_;    // per tensor: last node reading it (INT_MAX: an output)
   std::vector<int> free_after_;  // per tensor: last node reading it, fused readers included
@@ -748,6 +791,8 @@ void CudaRunner::launch_graph() {
             batch_.num_seqs, static_cast<int>(p.num_heads), static_cast<int>(p.num_kv_heads),
             static_cast<int>(p.head_dim), batch_.max_context_len);
         reserve_attention_workspace(ws);
+      } else if (n.type == LayerType::kMOE) {
+        moe_workspace(n);
       }
     cudaGraph_t g = nullptr;
     cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
@@ -840,8 +885,8 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
           const int t = n.outputs[k];
           TensorDesc d = od[k];
           // Activations in the weight type; the logits matmul writes f32.
-          if (is_floating(d.dtype))
-            d.dtype = outputs.count(t) && n.type == LayerType::kMATMUL ? DataType::kFLOAT : act_;
+          const bool matmul = n.type == LayerType::kMATMUL || n.type == LayerType::kMATMUL_INT4;
+          if (is_floating(d.dtype)) d.dtype = outputs.count(t) && matmul ? DataType::kFLOAT : act_;
           descs_[t] = d;
         }
         // A rotary fused into its attention's cache append still owns (or aliases) the rotated
@@ -882,8 +927,11 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
           "reading the error flag");
   cuda_ok(cudaStreamSynchronize(stream_), "running the engine on " + device_.to_string());
   check(flag == 0, ErrorCode::kINVALID_ARGUMENT,
-        "a gather index is out of range (a token id outside the vocabulary, or a logit row "
-        "outside the run)");
+        (flag & cuda::kINT4_GROUP_ERROR)
+            ? "a matmul_int4 layer's g_idx names a group outside its scales and zeros (corrupt "
+              "GPTQ weights)"
+            : "a gather index is out of range (a token id outside the vocabulary, or a logit row "
+              "outside the run)");
   prepared_ = true;
   prepared_shapes_ = std::move(shapes);
   if (profile_)
@@ -1008,15 +1056,39 @@ void CudaRunner::launch_node(const GraphNode& n, size_t index) {
                    static_cast<int>(m), static_cast<int>(nout), static_cast<int>(k), stream_);
         return;
       }
-      const cudaDataType_t ab = act_ == DataType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
-      const cudaDataType_t c = y_type == DataType::kFLOAT ? CUDA_R_32F : ab;
-      const float alpha = 1.f, beta = 0.f;
-      // Row-major y[m, n] = x[m, k] · w[n, k]ᵀ is column-major yᵀ = w · xᵀ.
-      cublas_ok(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nout),
-                             static_cast<int>(m), static_cast<int>(k), &alpha, ptr(n.inputs[1]), ab,
-                             static_cast<int>(k), ptr(n.inputs[0]), ab, static_cast<int>(k), &beta,
-                             y, c, static_cast<int>(nout), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                node_text(n));
+      // cuBLASLt, with the plan's tactic for this shape where it has one.
+      gemm_->run({act_, y_type, m, nout, k}, ptr(n.inputs[0]), ptr(n.inputs[1]), y, stream_,
+                 node_text(n));
+      return;
+    }
+    case LayerType::kMATMUL_INT4: {
+      // Decode: the packed words streamed once (GEMV). Prefill: W dequantized to the activation
+      // type once per run, then the cuBLASLt GEMM of kMATMUL.
+      const auto& p = std::get<Int4MatmulParams>(n.params);
+      const Slot& scales = slot_of_tensor(n.inputs[3]);
+      const cuda::Int4Weights w{static_cast<const int32_t*>(ptr(n.inputs[1])),
+                                static_cast<const int32_t*>(ptr(n.inputs[2])),
+                                ptr(n.inputs[3]),
+                                scales.desc.dtype,
+                                static_cast<const int32_t*>(ptr(n.inputs[4])),
+                                static_cast<int>(p.in_features),
+                                static_cast<int>(p.out_features),
+                                static_cast<int>(p.group_count),
+                                static_cast<int>(p.zero_offset)};
+      const int64_t m = count(n.inputs[0]) / p.in_features;
+      const DataType y_type = descs_[out].dtype;
+      auto* flag = static_cast<int*>(error_flag_.data());
+      if (m <= 8) {
+        cuda::matmul_int4_gemv(act_, ptr(n.inputs[0]), w, y_type, y, static_cast<int>(m), flag,
+                               stream_);
+        return;
+      }
+      void* dequantized = int4_weights_.reserve(
+          static_cast<size_t>(dtype_bytes(act_, p.in_features * p.out_features)),
+          "the dequantized weights of " + node_text(n));
+      cuda::dequantize_int4(act_, w, dequantized, flag, stream_);
+      gemm_->run({act_, y_type, m, p.out_features, p.in_features}, ptr(n.inputs[0]), dequantized, y,
+                 stream_, node_text(n));
       return;
     }
     case LayerType::kSLICE: {
@@ -1107,6 +1179,12 @@ void CudaRunner::launch_node(const GraphNode& n, size_t index) {
         cuda::prefill_attention(ptr(n.inputs[0]), y, tokens, static_cast<int>(p.num_heads), batch,
                                 c.view, window, stream_);
       }
+      return;
+    }
+    case LayerType::kMOE: {
+      const auto [ws, bytes] = moe_workspace(n);
+      cuda::moe(act_, moe_shape(n), ptr(n.inputs[0]), ptr(n.inputs[1]), ptr(n.inputs[2]),
+                ptr(n.inputs[3]), y, ws, bytes, moe_path(), cublas_, stream_);
       return;
     }
     default: unsupported(n, "no CUDA kernel for this layer type yet");

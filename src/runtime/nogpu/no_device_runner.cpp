@@ -1,6 +1,7 @@
 // Builds without the CUDA kernels: engines run on the CPU only.
 
 #include "bindery/error.h"
+#include "bindery/gemm_tactics.h"
 #include "runtime/device_runner.h"
 
 namespace bindery {
@@ -20,5 +21,7 @@ std::unique_ptr<DeviceRunner> make_device_runner(Device device, const PlanMetada
                                                  const DeviceSlots&) {
   no_backend(device);
 }
+
+TacticReport select_gemm_tactics(Plan&, Device device, const TacticOptions&) { no_backend(device); }
 
 }  // namespace bindery
