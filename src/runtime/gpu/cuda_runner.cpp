@@ -40,6 +40,7 @@
 
 #include "bindery/error.h"
 #include "runtime/cuda/content_hash.h"
+#include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/elementwise.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/matmul_int4.h"
@@ -65,9 +66,6 @@ int max_sequences() {
   return static_cast<int>(n);
 }
 
-void cuda_ok(cudaError_t e, const std::string& what) {
-  if (e != cudaSuccess) throw Error(ErrorCode::kDEVICE, what + ": " + cudaGetErrorString(e));
-}
 void cublas_ok(cublasStatus_t s, const std::string& what) {
   if (s != CUBLAS_STATUS_SUCCESS)
     throw Error(ErrorCode::kDEVICE,
@@ -89,8 +87,8 @@ class Buffer {
     if (data_) cudaFree(data_);
     data_ = nullptr;
     size_ = 0;
-    cuda_ok(cudaMalloc(&data_, std::max<size_t>(bytes, 256)),
-            "allocating " + std::to_string(bytes) + " bytes of device memory for " + what);
+    cuda::check_cuda(cudaMalloc(&data_, std::max<size_t>(bytes, 256)),
+                     "allocating " + std::to_string(bytes) + " bytes of device memory for " + what);
     size_ = std::max<size_t>(bytes, 256);
     return data_;
   }
@@ -127,14 +125,14 @@ class CudaSlots final : public DeviceSlots {
   }
   void download(int slot, void* host) const override {
     select();
-    cuda_ok(cudaMemcpy(host, slot_ptr(slot), static_cast<size_t>(slots_[slot].second),
-                       cudaMemcpyDeviceToHost),
-            "copying slot " + std::to_string(slot) + " from " + device_.to_string());
+    cuda::check_cuda(cudaMemcpy(host, slot_ptr(slot), static_cast<size_t>(slots_[slot].second),
+                                cudaMemcpyDeviceToHost),
+                     "copying slot " + std::to_string(slot) + " from " + device_.to_string());
   }
   void zero_all() override {
     select();
-    cuda_ok(cudaMemset(base_.data(), 0, blob_size_),
-            "clearing the engine's weights on " + device_.to_string());
+    cuda::check_cuda(cudaMemset(base_.data(), 0, blob_size_),
+                     "clearing the engine's weights on " + device_.to_string());
   }
   std::unique_ptr<DeviceAllocation> allocate(int64_t bytes, const std::string& what) override {
     select();
@@ -149,13 +147,16 @@ class CudaSlots final : public DeviceSlots {
     auto* d = static_cast<uint64_t*>(sums.data());
     for (size_t i = 0; i < views.size(); ++i)
       cuda::content_hash(views[i].values, views[i].size_bytes(), d + i, nullptr);
-    cuda_ok(cudaMemcpy(out.data(), d, views.size() * sizeof(uint64_t), cudaMemcpyDeviceToHost),
-            "reading the content hashes of a delta refit from " + device_.to_string());
+    cuda::check_cuda(
+        cudaMemcpy(out.data(), d, views.size() * sizeof(uint64_t), cudaMemcpyDeviceToHost),
+        "reading the content hashes of a delta refit from " + device_.to_string());
     return out;
   }
 
  private:
-  void select() const { cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string()); }
+  void select() const {
+    cuda::check_cuda(cudaSetDevice(device_.index), "selecting " + device_.to_string());
+  }
   Device device_;
   std::vector<std::pair<int64_t, int64_t>> slots_;  // offset, bytes
   size_t blob_size_ = 0;
@@ -207,11 +208,12 @@ class CudaRunner final : public DeviceRunner {
  public:
   CudaRunner(Device device, const PlanMetadata& plan, const DeviceSlots& slots)
       : device_(device), plan_(plan), slots_(slots) {
-    cuda_ok(cudaSetDevice(device.index), "selecting " + device.to_string());
+    cuda::check_cuda(cudaSetDevice(device.index), "selecting " + device.to_string());
     act_ = activation_type();
     check_supported();
     gemm_ = std::make_unique<gpu::Gemm>(plan_, device.index);  // before what it would leak
-    cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
+    cuda::check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                     "creating a stream");
     cublas_ok(cublasCreate(&cublas_), "creating a cuBLAS handle");
     cublas_ok(cublasSetStream(cublas_, stream_), "binding cuBLAS to the stream");
     error_flag_.reserve(sizeof(int), "the error flag");
@@ -371,10 +373,10 @@ class CudaRunner final : public DeviceRunner {
   void record_event(size_t i) {
     while (events_.size() <= i) {
       cudaEvent_t e;
-      cuda_ok(cudaEventCreate(&e), "creating a profiling event");
+      cuda::check_cuda(cudaEventCreate(&e), "creating a profiling event");
       events_.push_back(e);
     }
-    cuda_ok(cudaEventRecord(events_[i], stream_), "recording a profiling event");
+    cuda::check_cuda(cudaEventRecord(events_[i], stream_), "recording a profiling event");
   }
   void collect_profile(double host_ms) {
     auto& table = decode_only_ ? decode_profile_ : prefill_profile_;
@@ -382,7 +384,8 @@ class CudaRunner final : public DeviceRunner {
     const auto& nodes = graph().nodes;
     for (size_t i = 0; i < nodes.size(); ++i) {
       float ms = 0;
-      cuda_ok(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]), "reading a profiling event");
+      cuda::check_cuda(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]),
+                       "reading a profiling event");
       TypeTime& t = table[std::string(layer_type_name(nodes[i].type))];
       t.ms += ms;
       ++t.nodes;
@@ -465,8 +468,9 @@ class CudaRunner final : public DeviceRunner {
     if (!freq.data()) {
       const auto& f = std::get<RotaryParams>(graph().nodes[node].params).inv_freq;
       freq.reserve(f.size() * sizeof(float), "rotary frequencies");
-      cuda_ok(cudaMemcpy(freq.data(), f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice),
-              node_text(graph().nodes[node]));
+      cuda::check_cuda(
+          cudaMemcpy(freq.data(), f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice),
+          node_text(graph().nodes[node]));
     }
     return static_cast<const float*>(freq.data());
   }
@@ -492,8 +496,8 @@ class CudaRunner final : public DeviceRunner {
     if (bytes == 0) return nullptr;
     if (bytes > attention_workspace_bytes_) {
       attention_workspace_.reserve(bytes, "decode attention");
-      cuda_ok(cudaMemsetAsync(attention_workspace_.data(), 0, bytes, stream_),
-              "clearing the decode attention workspace");
+      cuda::check_cuda(cudaMemsetAsync(attention_workspace_.data(), 0, bytes, stream_),
+                       "clearing the decode attention workspace");
       attention_workspace_bytes_ = bytes;
     }
     return attention_workspace_.data();
@@ -765,8 +769,9 @@ void CudaRunner::prepare_batch(const std::vector<Segment>& segs) {
   }
   cu[b] = b ? segs.back().row + segs.back().count : 0;
   auto* dev = static_cast<int32_t*>(batch_buffer_.reserve(host.size() * 4, "the batch"));
-  cuda_ok(cudaMemcpyAsync(dev, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_),
-          "copying the batch");
+  cuda::check_cuda(
+      cudaMemcpyAsync(dev, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_),
+      "copying the batch");
   // Decode attention sizes its grid by the longest context; rounded up to a bucket, the
   // launch (and a captured graph of the step) stays the same for 256 steps. The kernels read
   // each sequence's real length from context_lens.
@@ -795,8 +800,8 @@ void CudaRunner::launch_graph() {
         moe_workspace(n);
       }
     cudaGraph_t g = nullptr;
-    cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
-            "capturing a decode step");
+    cuda::check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                     "capturing a decode step");
     try {
       for (size_t i = 0; i < graph().nodes.size(); ++i)
         if (!skip_[i]) launch_node(graph().nodes[i], i);
@@ -805,19 +810,19 @@ void CudaRunner::launch_graph() {
       if (g) cudaGraphDestroy(g);
       throw;
     }
-    cuda_ok(cudaStreamEndCapture(stream_, &g), "capturing a decode step");
+    cuda::check_cuda(cudaStreamEndCapture(stream_, &g), "capturing a decode step");
     cudaGraphExec_t exec = nullptr;
     const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
     cudaGraphDestroy(g);
-    cuda_ok(e, "instantiating the decode step's graph");
+    cuda::check_cuda(e, "instantiating the decode step's graph");
     it = graphs_.emplace(bucket, GraphExec(exec)).first;
   }
-  cuda_ok(cudaGraphLaunch(it->second.get(), stream_), "launching the decode step's graph");
+  cuda::check_cuda(cudaGraphLaunch(it->second.get(), stream_), "launching the decode step's graph");
 }
 
 void CudaRunner::run(const std::map<int, Weights>& inputs) {
   const auto host_start = std::chrono::steady_clock::now();
-  cuda_ok(cudaSetDevice(device_.index), "selecting " + device_.to_string());
+  cuda::check_cuda(cudaSetDevice(device_.index), "selecting " + device_.to_string());
   const Graph& g = graph();
   // A run of the shapes of the previous one (every decode step of a batch) replays its
   // kernels: shapes, buffers and views are the same, so only the launches remain.
@@ -839,9 +844,9 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
     descs_[t] = {w.dtype, w.shape};
     void* d =
         buffers_[t].reserve(static_cast<size_t>(w.size_bytes()), "input " + g.tensors[t].name);
-    cuda_ok(cudaMemcpyAsync(d, w.values, static_cast<size_t>(w.size_bytes()),
-                            cudaMemcpyHostToDevice, stream_),
-            "copying input '" + g.tensors[t].name + "'");
+    cuda::check_cuda(cudaMemcpyAsync(d, w.values, static_cast<size_t>(w.size_bytes()),
+                                     cudaMemcpyHostToDevice, stream_),
+                     "copying input '" + g.tensors[t].name + "'");
     data_[t] = d;
   }
   for (size_t t = 0; t < g.tensors.size(); ++t)
@@ -859,7 +864,8 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
     prepare_batch(segs);
     break;
   }
-  cuda_ok(cudaMemsetAsync(error_flag_.data(), 0, sizeof(int), stream_), "clearing the error flag");
+  cuda::check_cuda(cudaMemsetAsync(error_flag_.data(), 0, sizeof(int), stream_),
+                   "clearing the error flag");
 
   std::set<int> outputs(g.outputs.begin(), g.outputs.end());
   if (replay && graphs_enabled_ && !profile_ && decode_only_) {
@@ -910,22 +916,24 @@ void CudaRunner::run(const std::map<int, Weights>& inputs) {
     }
     HostTensor host(DataType::kFLOAT, descs_[t].dims);
     if (descs_[t].dtype == DataType::kFLOAT) {
-      cuda_ok(cudaMemcpyAsync(host.data(), data_[t], static_cast<size_t>(host.size_bytes()),
-                              cudaMemcpyDeviceToHost, stream_),
-              "copying output '" + g.tensors[t].name + "'");
+      cuda::check_cuda(
+          cudaMemcpyAsync(host.data(), data_[t], static_cast<size_t>(host.size_bytes()),
+                          cudaMemcpyDeviceToHost, stream_),
+          "copying output '" + g.tensors[t].name + "'");
     } else {
       void* f32 = workspace_.reserve(static_cast<size_t>(host.size_bytes()), "output conversion");
       cuda::convert(descs_[t].dtype, data_[t], DataType::kFLOAT, f32, count(t), stream_);
-      cuda_ok(cudaMemcpyAsync(host.data(), f32, static_cast<size_t>(host.size_bytes()),
-                              cudaMemcpyDeviceToHost, stream_),
-              "copying output '" + g.tensors[t].name + "'");
+      cuda::check_cuda(cudaMemcpyAsync(host.data(), f32, static_cast<size_t>(host.size_bytes()),
+                                       cudaMemcpyDeviceToHost, stream_),
+                       "copying output '" + g.tensors[t].name + "'");
     }
     outputs_[t] = std::move(host);
   }
   int flag = 0;
-  cuda_ok(cudaMemcpyAsync(&flag, error_flag_.data(), sizeof(int), cudaMemcpyDeviceToHost, stream_),
-          "reading the error flag");
-  cuda_ok(cudaStreamSynchronize(stream_), "running the engine on " + device_.to_string());
+  cuda::check_cuda(
+      cudaMemcpyAsync(&flag, error_flag_.data(), sizeof(int), cudaMemcpyDeviceToHost, stream_),
+      "reading the error flag");
+  cuda::check_cuda(cudaStreamSynchronize(stream_), "running the engine on " + device_.to_string());
   check(flag == 0, ErrorCode::kINVALID_ARGUMENT,
         (flag & cuda::kINT4_GROUP_ERROR)
             ? "a matmul_int4 layer's g_idx names a group outside its scales and zeros (corrupt "
@@ -976,16 +984,16 @@ void CudaRunner::select_tokens(int t, const TokenSelection& s) {
     selection_seeds_.resize(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r)
       selection_seeds_[r] = s.seeds[s.seeds.size() == 1 ? 0 : static_cast<size_t>(r)];
-    cuda_ok(cudaMemcpyAsync(buffer, selection_seeds_.data(), seed_bytes, cudaMemcpyHostToDevice,
-                            stream_),
-            what);
+    cuda::check_cuda(cudaMemcpyAsync(buffer, selection_seeds_.data(), seed_bytes,
+                                     cudaMemcpyHostToDevice, stream_),
+                     what);
     params.row_seeds = reinterpret_cast<const uint64_t*>(buffer);
   }
   cuda::sample(static_cast<const float*>(logits), static_cast<int>(rows), static_cast<int>(vocab),
                params, dev_ids, stream_);
-  cuda_ok(cudaMemcpyAsync(ids.data(), dev_ids, static_cast<size_t>(rows) * 4,
-                          cudaMemcpyDeviceToHost, stream_),
-          what);
+  cuda::check_cuda(cudaMemcpyAsync(ids.data(), dev_ids, static_cast<size_t>(rows) * 4,
+                                   cudaMemcpyDeviceToHost, stream_),
+                   what);
 }
 
 // Where the node's output lives: a view of another tensor (column block of a one-row
@@ -1100,11 +1108,12 @@ void CudaRunner::launch_node(const GraphNode& n, size_t index) {
       if (!column_block) unsupported(n, "only column blocks of a 2-D activation are sliced");
       const size_t es = static_cast<size_t>(dtype_bytes(descs_[out].dtype, 1));
       const int64_t start = p.start[1] < 0 ? p.start[1] + in[1] : p.start[1];
-      cuda_ok(cudaMemcpy2DAsync(y, static_cast<size_t>(o[1]) * es,
-                                static_cast<const std::byte*>(ptr(n.inputs[0])) + start * es,
-                                static_cast<size_t>(in[1]) * es, static_cast<size_t>(o[1]) * es,
-                                static_cast<size_t>(o[0]), cudaMemcpyDeviceToDevice, stream_),
-              node_text(n));
+      cuda::check_cuda(
+          cudaMemcpy2DAsync(y, static_cast<size_t>(o[1]) * es,
+                            static_cast<const std::byte*>(ptr(n.inputs[0])) + start * es,
+                            static_cast<size_t>(in[1]) * es, static_cast<size_t>(o[1]) * es,
+                            static_cast<size_t>(o[0]), cudaMemcpyDeviceToDevice, stream_),
+          node_text(n));
       return;
     }
     case LayerType::kELEMENTWISE: {
@@ -1123,7 +1132,7 @@ void CudaRunner::launch_node(const GraphNode& n, size_t index) {
     case LayerType::kROTARY: {
       const auto& p = std::get<RotaryParams>(n.params);
       if (y != ptr(n.inputs[0]))  // not rotated in place
-        cuda_ok(
+        cuda::check_cuda(
             cudaMemcpyAsync(y, ptr(n.inputs[0]), static_cast<size_t>(dtype_bytes(act_, count(out))),
                             cudaMemcpyDeviceToDevice, stream_),
             node_text(n));

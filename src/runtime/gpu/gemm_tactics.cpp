@@ -10,6 +10,7 @@
 #include <set>
 
 #include "bindery/error.h"
+#include "runtime/cuda/cuda_check.h"
 #include "runtime/gpu/gemm.h"
 
 namespace bindery {
@@ -18,18 +19,15 @@ namespace {
 using gpu::GemmAlgo;
 using gpu::GemmProblem;
 
-void cuda_ok(cudaError_t e, const std::string& what) {
-  if (e != cudaSuccess) throw Error(ErrorCode::kDEVICE, what + ": " + cudaGetErrorString(e));
-}
-
 /// Device memory for the timing runs, freed on destruction.
 struct Scratch {
   void* p = nullptr;
   Scratch(size_t bytes, const std::string& what) {
-    cuda_ok(cudaMalloc(&p, bytes), "allocating " + what + " (" + std::to_string(bytes) + " bytes)");
+    cuda::check_cuda(cudaMalloc(&p, bytes),
+                     "allocating " + what + " (" + std::to_string(bytes) + " bytes)");
     // Non-zero operands: tensor cores draw (and clock) differently on zeros. 0x3c3c is about
     // 0.0115 in bf16 and 1.06 in f16: no overflow over any k a plan has.
-    cuda_ok(cudaMemset(p, 0x3c, bytes), "filling " + what);
+    cuda::check_cuda(cudaMemset(p, 0x3c, bytes), "filling " + what);
   }
   ~Scratch() { cudaFree(p); }
 };
@@ -65,7 +63,7 @@ TacticReport select_gemm_tactics(Plan& plan, Device device, const TacticOptions&
   check(options.candidates >= 1 && options.repeats >= 1, ErrorCode::kINVALID_ARGUMENT,
         "tactic selection needs at least one candidate and one repeat");
   const auto start = std::chrono::steady_clock::now();
-  cuda_ok(cudaSetDevice(device.index), "selecting " + device.to_string());
+  cuda::check_cuda(cudaSetDevice(device.index), "selecting " + device.to_string());
   PlanMetadata& meta = plan.mutable_metadata();
   std::vector<int64_t> buckets;
   for (int64_t m : options.token_buckets)
@@ -98,8 +96,8 @@ TacticReport select_gemm_tactics(Plan& plan, Device device, const TacticOptions&
     gpu::cublaslt_ok(cublasLtCreate(&lt), "creating a cuBLASLt handle");
     cudaEvent_t begin = nullptr, end = nullptr;
     try {
-      cuda_ok(cudaEventCreate(&begin), "creating an event");
-      cuda_ok(cudaEventCreate(&end), "creating an event");
+      cuda::check_cuda(cudaEventCreate(&begin), "creating an event");
+      cuda::check_cuda(cudaEventCreate(&end), "creating an event");
       const int64_t total = static_cast<int64_t>(shapes.size() * buckets.size());
       for (const GemmProblem& shape : shapes)
         for (int64_t m : buckets) {
@@ -116,12 +114,12 @@ TacticReport select_gemm_tactics(Plan& plan, Device device, const TacticOptions&
               gpu::launch_gemm(lt, d, candidates[c], x.p, w.p, y.p, ws.p, nullptr, what);
             };
             run();  // warm-up (and the first launch's setup)
-            cuda_ok(cudaEventRecord(begin), what);
+            cuda::check_cuda(cudaEventRecord(begin), what);
             for (int r = 0; r < options.repeats; ++r) run();
-            cuda_ok(cudaEventRecord(end), what);
-            cuda_ok(cudaEventSynchronize(end), what);
+            cuda::check_cuda(cudaEventRecord(end), what);
+            cuda::check_cuda(cudaEventSynchronize(end), what);
             float ms = 0;
-            cuda_ok(cudaEventElapsedTime(&ms, begin, end), what);
+            cuda::check_cuda(cudaEventElapsedTime(&ms, begin, end), what);
             const double each = ms / options.repeats;
             if (c == 0) first_ms = each;
             if (each < best_ms) best_ms = each, best = c;
