@@ -28,6 +28,10 @@ struct TokenSelection {
   std::vector<uint64_t> seeds;
 
   bool greedy() const { return !temperature || !(*temperature > 0); }
+  /// Row `row`'s key (seeds must fit the rows: check_token_selection).
+  uint64_t seed(int64_t row) const {
+    return seeds[seeds.size() == 1 ? 0 : static_cast<size_t>(row)];
+  }
 };
 
 /// The host selection for one row given its uniform draw u in [0, 1).

@@ -49,8 +49,7 @@ int32_t select_token(std::span<const float> logits, const TokenSelection& s, dou
 
 double selection_uniform(const TokenSelection& s, int64_t row) {
   if (s.greedy() || s.seeds.empty()) return 0.0;
-  const uint64_t seed = s.seeds[s.seeds.size() == 1 ? 0 : static_cast<size_t>(row)];
-  return cuda::philox_uniform(seed, s.step, 0);
+  return cuda::philox_uniform(s.seed(row), s.step, 0);
 }
 
 void check_token_selection(const TokenSelection& s, int64_t rows, const std::string& what) {

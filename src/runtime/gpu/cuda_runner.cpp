@@ -1,7 +1,7 @@
 // The CUDA backend of engines and contexts: slots in one device allocation per engine, and a
 // graph executor that runs each node with the kernels of runtime/cuda (decode GEMV, norms,
 // rotary, flash attention over a paged-by-sequence KV cache, mixture-of-experts layers) and
-// cuBLAS for prefill GEMMs.
+// cuBLASLt for prefill GEMMs (with the plan's tactics, runtime/gpu/gemm.h).
 //
 // Activations live in the engine's weight type (bf16 or f16, fp32 inside every kernel); the
 // logits matmul writes f32. A context's KV cache holds BINDERY_CUDA_MAX_SEQUENCES (default 8)
@@ -474,8 +474,6 @@ class CudaRunner final : public DeviceRunner {
     }
     return static_cast<const float*>(freq.data());
   }
-  // Decode attention's workspace, zeroed whenever it grows so that its split counters start
-  // at zero (cuda::WorkspaceCounters::kZERO); null when `bytes` is 0.
   // A kMOE node at this run's shapes. Decode steps take the device-only path, the one a
   // captured graph can hold (and so launched steps compute what replayed ones do).
   cuda::MoeShape moe_shape(const GraphNode& n) const {
@@ -492,6 +490,8 @@ class CudaRunner final : public DeviceRunner {
     const size_t bytes = cuda::moe_workspace_bytes(act_, moe_shape(n), moe_path());
     return {moe_workspace_.reserve(bytes, "the MoE layers"), bytes};
   }
+  // Decode attention's workspace, zeroed whenever it grows so that its split counters start
+  // at zero (cuda::WorkspaceCounters::kZERO); null when `bytes` is 0.
   void* reserve_attention_workspace(size_t bytes) {
     if (bytes == 0) return nullptr;
     if (bytes > attention_workspace_bytes_) {
@@ -982,8 +982,7 @@ void CudaRunner::select_tokens(int t, const TokenSelection& s) {
   params.offset = s.step;
   if (seed_bytes) {
     selection_seeds_.resize(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r)
-      selection_seeds_[r] = s.seeds[s.seeds.size() == 1 ? 0 : static_cast<size_t>(r)];
+    for (int64_t r = 0; r < rows; ++r) selection_seeds_[r] = s.seed(r);
     cuda::check_cuda(cudaMemcpyAsync(buffer, selection_seeds_.data(), seed_bytes,
                                      cudaMemcpyHostToDevice, stream_),
                      what);

@@ -89,8 +89,8 @@ void GemmDescriptors::release() {
   op = nullptr, a = b = c = nullptr;
 }
 
-std::vector<GemmAlgo> heuristic_algos(cublasLtHandle_t lt, const GemmProblem& p, int count) {
-  const GemmDescriptors d(p);
+std::vector<GemmAlgo> heuristic_algos(cublasLtHandle_t lt, const GemmProblem& p,
+                                      const GemmDescriptors& d, int count) {
   cublasLtMatmulPreference_t pref = nullptr;
   const std::string what = "asking cuBLASLt for algorithms (m=" + std::to_string(p.m) +
                            " n=" + std::to_string(p.n) + " k=" + std::to_string(p.k) + ")";
@@ -198,7 +198,6 @@ GemmAlgo Gemm::algo_for(const GemmProblem& p, const GemmDescriptors& d, const st
     if (cublasLtMatmulAlgoCheck(lt_, d.op, d.a, d.b, d.c, d.c, &a, &check_result) ==
             CUBLAS_STATUS_SUCCESS &&
         check_result.workspaceSize <= kGEMM_WORKSPACE_BYTES) {
-      ++from_plan_;
       log_verbose(what + ": GEMM m=" + std::to_string(p.m) + " n=" + std::to_string(p.n) +
                   " k=" + std::to_string(p.k) +
                   " runs the plan's tactic for m<=" + std::to_string(bucket->first));
@@ -209,10 +208,9 @@ GemmAlgo Gemm::algo_for(const GemmProblem& p, const GemmDescriptors& d, const st
                   " does not fit m=" + std::to_string(p.m) + "; using cuBLASLt's own choice");
     warned_ = true;
   }
-  ++from_heuristic_;
   log_verbose(what + ": GEMM m=" + std::to_string(p.m) + " n=" + std::to_string(p.n) +
               " k=" + std::to_string(p.k) + " runs cuBLASLt's first choice (no tactic)");
-  return heuristic_algos(lt_, p, 1).front();
+  return heuristic_algos(lt_, p, d, 1).front();
 }
 
 void Gemm::run(const GemmProblem& p, const void* x, const void* w, void* y, cudaStream_t stream,

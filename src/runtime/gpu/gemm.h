@@ -54,8 +54,10 @@ inline constexpr size_t kGEMM_WORKSPACE_BYTES = 32u << 20;
 
 void cublaslt_ok(cublasStatus_t s, const std::string& what);
 
-/// Up to `count` algorithms cuBLASLt proposes for `p`, best guess first.
-std::vector<GemmAlgo> heuristic_algos(cublasLtHandle_t lt, const GemmProblem& p, int count);
+/// Up to `count` algorithms cuBLASLt proposes for `p` (whose descriptors `d` are), best guess
+/// first.
+std::vector<GemmAlgo> heuristic_algos(cublasLtHandle_t lt, const GemmProblem& p,
+                                      const GemmDescriptors& d, int count);
 
 /// Launches y = x · wᵀ with `algo` on `stream`.
 void launch_gemm(cublasLtHandle_t lt, const GemmDescriptors& d, const GemmAlgo& algo, const void* x,
@@ -76,9 +78,6 @@ class Gemm {
 
   void run(const GemmProblem& p, const void* x, const void* w, void* y, cudaStream_t stream,
            const std::string& what);
-  /// How many problems ran with a tactic from the plan / with cuBLASLt's own choice.
-  int64_t from_plan() const { return from_plan_; }
-  int64_t from_heuristic() const { return from_heuristic_; }
 
  private:
   using Shape = std::tuple<DataType, DataType, int64_t, int64_t>;  // ab, c, n, k
@@ -94,7 +93,6 @@ class Gemm {
   // Per problem (ab, c, m, n, k): its descriptors and algorithm, made on first use.
   std::map<std::tuple<DataType, DataType, int64_t, int64_t, int64_t>, Chosen> chosen_;
   bool warned_ = false;
-  int64_t from_plan_ = 0, from_heuristic_ = 0;
 };
 
 }  // namespace bindery::gpu

@@ -106,7 +106,8 @@ TacticReport select_gemm_tactics(Plan& plan, Device device, const TacticOptions&
           const std::string what = "timing GEMM m=" + std::to_string(m) +
                                    " n=" + std::to_string(p.n) + " k=" + std::to_string(p.k);
           const gpu::GemmDescriptors d(p);
-          const std::vector<GemmAlgo> candidates = gpu::heuristic_algos(lt, p, options.candidates);
+          const std::vector<GemmAlgo> candidates =
+              gpu::heuristic_algos(lt, p, d, options.candidates);
           double best_ms = std::numeric_limits<double>::infinity(), first_ms = 0;
           size_t best = 0;
           for (size_t c = 0; c < candidates.size(); ++c) {
